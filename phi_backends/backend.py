@@ -1,0 +1,96 @@
+"""What a backend plugin provides: a :class:`Backend` that loads models into :class:`Engine` s.
+
+The core owns everything that must mean the same on every engine: prompt templates, sampling
+semantics, detokenization, stop strings, end-of-turn handling, usage and timings. An engine
+only tokenizes, maps token ids to bytes, and yields sampled token ids one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from .sampling import SamplingConfig
+
+__all__ = ["Availability", "Backend", "Engine", "EngineInfo", "ModelSource"]
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run on this machine, and why not."""
+
+    ok: bool
+    reason: str = ""
+    devices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model resolved to files on disk, as handed to a backend."""
+
+    path: Path
+    format: str
+    name: str
+    template: str | None = None  # a built-in template name chosen by the catalogue, if any
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Facts about a loaded model that the core needs."""
+
+    context_length: int
+    vocab_size: int
+    add_bos: bool
+    bos_token: str | None
+    eos_token: str | None
+    eog_token_ids: frozenset[int]
+    chat_template: str | None = None  # the model file's own template: untrusted input
+    strip_leading_space: bool = False  # SentencePiece: drop the space of the first piece
+    architecture: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One loaded model. Used by one generation at a time (the core serializes calls)."""
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        """Token ids for ``text``, parsing special tokens such as ``<|end|>``."""
+        ...
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes a token stands for; ``b""`` for control tokens. Must be cheap."""
+        ...
+
+    def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
+        """Yield sampled token ids after ``prompt_ids`` until the iterator is closed.
+
+        The engine never stops by itself: the core decides when to stop (end of turn, stop
+        strings, ``max_tokens``, the context limit) and closes the iterator, after which the
+        engine must be ready for the next call, with no state carried over.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A plugin's backend: cheap to create; engines are imported only in :meth:`load`."""
+
+    name: str
+    formats: tuple[str, ...]
+    install_hint: str
+
+    def availability(self) -> Availability:
+        """Can this backend run here? Imports the engine (may take a moment)."""
+        ...
+
+    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Engine:
+        """Load ``source`` with engine-specific ``options``; raise :mod:`phi_backends.errors`."""
+        ...

@@ -1,0 +1,120 @@
+"""SamplingConfig validation and the reference semantics it documents."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phi_backends import SamplingConfig, SamplingConfigError
+from phi_backends.sampling import ReferenceSampler, penalty_window
+
+
+def test_defaults_are_the_tutorials() -> None:
+    cfg = SamplingConfig()
+    assert (cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p) == (1.0, None, None, None)
+    assert (cfg.repeat_penalty, cfg.repeat_last_n, cfg.seed, cfg.max_tokens, cfg.stop) == (1.2, 64, None, 100, ())
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("temperature", -0.1, "temperature must be >= 0"),
+        ("temperature", float("nan"), "finite"),
+        ("temperature", "hot", "must be a number"),
+        ("top_p", 0.0, "top_p must be in (0, 1]"),
+        ("top_p", 1.01, "top_p must be in (0, 1]"),
+        ("top_k", -1, "top_k must be >= 0"),
+        ("top_k", 2.5, "whole number"),
+        ("min_p", 1.5, "min_p must be in [0, 1]"),
+        ("repeat_penalty", 0.0, "repeat_penalty must be > 0"),
+        ("repeat_last_n", -2, "repeat_last_n must be >= -1"),
+        ("seed", -1, "seed must be in"),
+        ("seed", True, "whole number"),
+        ("max_tokens", 0, "max_tokens must be > 0"),
+        ("stop", [""], "non-empty strings"),
+        ("stop", [3], "non-empty strings"),
+    ],
+)
+def test_bad_values_name_the_field(field: str, value: object, message: str) -> None:
+    with pytest.raises(SamplingConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        SamplingConfig(**{field: value})
+
+
+def test_unknown_field_is_an_error_with_a_suggestion() -> None:
+    with pytest.raises(SamplingConfigError, match="unknown sampling field 'temprature'; did you mean 'temperature'"):
+        SamplingConfig(temprature=0.5)
+    with pytest.raises(SamplingConfigError, match="unknown sampling field 'frequency_penalty'"):
+        SamplingConfig.from_mapping({"frequency_penalty": 0.1})
+
+
+def test_replace_validates_and_stop_accepts_a_string() -> None:
+    cfg = SamplingConfig(stop="\n\n")
+    assert cfg.stop == ("\n\n",)
+    assert cfg.replace(seed=3).seed == 3
+    with pytest.raises(SamplingConfigError):
+        cfg.replace(top_p=2)
+
+
+def test_random_seed_is_fresh_per_call_and_fixed_seed_is_kept() -> None:
+    assert SamplingConfig(seed=5).resolved_seed() == 5
+    assert len({SamplingConfig().resolved_seed() for _ in range(5)}) > 1
+
+
+def test_penalty_window_counts_generated_tokens_only() -> None:
+    generated = list(range(100))
+    assert list(penalty_window(SamplingConfig(repeat_last_n=3), generated)) == [97, 98, 99]
+    assert list(penalty_window(SamplingConfig(repeat_last_n=-1), generated)) == generated
+    assert list(penalty_window(SamplingConfig(repeat_last_n=0), generated)) == []
+    assert list(penalty_window(SamplingConfig(repeat_penalty=1.0), generated)) == []
+
+
+LOGITS = np.array([4.0, 3.0, 2.0, 1.0, -1.0, 0.0])
+
+
+def probs(logits: np.ndarray = LOGITS, generated: tuple[int, ...] = (), **cfg: object) -> np.ndarray:
+    return ReferenceSampler(SamplingConfig(repeat_penalty=1.0, **cfg), seed=0).probabilities(logits, list(generated))  # type: ignore[arg-type]
+
+
+def test_penalty_divides_positive_and_multiplies_negative_logits_once_per_token() -> None:
+    sampler = ReferenceSampler(SamplingConfig(repeat_penalty=2.0, temperature=1.0), seed=0)
+    out = sampler.probabilities(LOGITS, [0, 0, 4])
+    adjusted = LOGITS.copy()
+    adjusted[0], adjusted[4] = 2.0, -2.0  # each distinct token once, whatever its count
+    expected = np.exp(adjusted) / np.exp(adjusted).sum()
+    np.testing.assert_allclose(out, expected)
+
+
+def test_greedy_takes_the_highest_logit_and_lowest_id_on_ties() -> None:
+    assert probs(temperature=0.0).argmax() == 0
+    tie = np.array([1.0, 3.0, 3.0])
+    assert ReferenceSampler(SamplingConfig(temperature=0.0), seed=0).sample(tie, []) == 1
+
+
+def test_top_k_top_p_min_p_keep_what_the_docstring_says() -> None:
+    assert np.count_nonzero(probs(top_k=2)) == 2
+    full = probs()
+    # top_p keeps the smallest head whose mass reaches p: the first two tokens hold ~0.91
+    head = full[0] + full[1]
+    assert np.count_nonzero(probs(top_p=head - 1e-9)) == 2
+    assert np.count_nonzero(probs(top_p=head + 1e-9)) == 3
+    kept = probs(min_p=0.3)
+    assert set(np.flatnonzero(kept)) == {i for i in range(6) if full[i] >= 0.3 * full.max()}
+
+
+def test_temperature_is_applied_before_the_filters() -> None:
+    # At temperature 0.5 the head is sharper, so top_p=0.9 keeps fewer tokens than at 1.0.
+    assert np.count_nonzero(probs(temperature=0.5, top_p=0.9)) < np.count_nonzero(probs(temperature=1.0, top_p=0.9))
+    sharp = np.exp(LOGITS / 0.5)
+    sharp /= sharp.sum()
+    expected = {i for i in range(6) if sharp[i] >= 0.2 * sharp.max()}
+    assert set(np.flatnonzero(probs(temperature=0.5, min_p=0.2))) == expected
+
+
+def test_same_seed_same_draws() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(1000)
+    a = ReferenceSampler(SamplingConfig(), 7)
+    b = ReferenceSampler(SamplingConfig(), 7)
+    assert [a.sample(logits, []) for _ in range(20)] == [b.sample(logits, []) for _ in range(20)]
+    c = ReferenceSampler(SamplingConfig(), 8)
+    assert [a.sample(logits, []) for _ in range(20)] != [c.sample(logits, []) for _ in range(20)]
