@@ -1,0 +1,62 @@
+"""phi-backends: run Microsoft's Phi models locally through one interface, on any engine.
+
+import phi_backends as pb
+with pb.load("phi-3-mini-4k-instruct") as gen:
+    for chunk in gen.stream("Write a haiku about ice hockey"):
+        print(chunk.text, end="", flush=True)
+"""
+
+from .api import load
+from .backend import Availability, Backend, Engine, EngineInfo, ModelSource
+from .errors import (
+    BackendUnavailableError,
+    ContextLengthError,
+    DownloadError,
+    GenerationError,
+    ModelFormatError,
+    ModelNotFoundError,
+    OptionError,
+    PhiBackendsError,
+    RuntimeFailure,
+    SamplingConfigError,
+    TemplateError,
+    UnknownBackendError,
+    UnknownModelError,
+    UsageError,
+)
+from .generator import Chunk, Completion, Generator, Stream, Timings, Usage
+from .hookspecs import hookimpl
+from .sampling import SamplingConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Availability",
+    "Backend",
+    "BackendUnavailableError",
+    "Chunk",
+    "Completion",
+    "ContextLengthError",
+    "DownloadError",
+    "Engine",
+    "EngineInfo",
+    "GenerationError",
+    "Generator",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "ModelSource",
+    "OptionError",
+    "PhiBackendsError",
+    "RuntimeFailure",
+    "SamplingConfig",
+    "SamplingConfigError",
+    "Stream",
+    "TemplateError",
+    "Timings",
+    "UnknownBackendError",
+    "UnknownModelError",
+    "Usage",
+    "UsageError",
+    "hookimpl",
+    "load",
+]

@@ -1,0 +1,301 @@
+"""The ``phi-backends`` command. Engines are imported only by commands that need them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from .catalogue import DEFAULT_MODEL, OFFLINE_MODEL
+from .errors import PhiBackendsError, UsageError
+from .sampling import SamplingConfig
+
+SEED_PROMPT = "Write a haiku about ice hockey"
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="phi-backends", description="Run Phi models locally on llama.cpp, MLX or ONNX Runtime GenAI.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run", help="generate text from a prompt", description="Generate text from a prompt, streamed to stdout."
+    )
+    run.add_argument(
+        "prompt", nargs="?", default=SEED_PROMPT, help=f"the prompt; '-' reads stdin (default: {SEED_PROMPT!r})"
+    )
+    run.add_argument(
+        "-m",
+        "--model",
+        default=None,
+        help=f"catalogue name, local path or hub repo id (default: {DEFAULT_MODEL}; offline: {OFFLINE_MODEL})",
+    )
+    run.add_argument("-b", "--backend", default=None, help="llama-cpp, onnx or mlx (default: chosen from the model)")
+    run.add_argument("--system", default=None, help="a system message")
+    run.add_argument(
+        "--template", default=None, help="chat template: phi3, phi3.5, phi4, phi4-mini, chatml (default: the model's)"
+    )
+    run.add_argument("--raw", action="store_true", help="send the prompt as is, without a chat template")
+    run.add_argument(
+        "-O",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="engine option, e.g. n_ctx=8192 or n_gpu_layers=-1; repeatable",
+    )
+    sampling = run.add_argument_group("sampling (see docs/sampling.md for the exact semantics)")
+    for field in dataclasses.fields(SamplingConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        shown = "unset" if default is None or default == () else default
+        help_text = f"{field.metadata.get('help', '')} (default: {shown})"
+        if field.name == "stop":
+            sampling.add_argument(flag, action="append", default=None, help=help_text)
+        else:
+            kind = float if "float" in str(field.type) else int
+            sampling.add_argument(flag, type=kind, default=None, dest=field.name, help=help_text)
+    out = run.add_argument_group("output")
+    out.add_argument("--stats", action="store_true", help="print usage and timings to stderr")
+    out.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object with the text, finish reason, usage, timings and backend",
+    )
+
+    backends = commands.add_parser("backends", help="list installed backends and whether each can run here")
+    backends.add_argument("--json", action="store_true")
+    models = commands.add_parser("models", help="list catalogue models and what is cached")
+    models.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "backends":
+            return _backends(args)
+        if args.command == "models":
+            return _models(args)
+        parser.print_help()
+        return 2
+    except PhiBackendsError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if os.environ.get("PHI_BACKENDS_DEBUG"):
+            raise
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc} (set PHI_BACKENDS_DEBUG=1 for the traceback and please report it)",
+            1,
+        )
+    return 0
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"phi-backends: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _sampling_config(args)
+    options = dict(_parse_option(item) for item in args.option)
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if args.raw and args.system:
+        raise UsageError("--system needs a chat template; drop --raw or put the system text in the prompt")
+    if args.raw and args.template:
+        raise UsageError("--raw and --template exclude each other")
+    messages: Any = prompt if args.raw else _messages(prompt, args.system)
+
+    from .api import load  # imports plugins (and, on load, an engine) only now
+
+    template = None if args.raw else (args.template or "auto")
+    with load(args.model, backend=args.backend, template=template, **options) as gen:
+        stream = gen.stream(messages, config, template=template)
+        previous = signal.signal(signal.SIGINT, lambda *_: _second_interrupt(stream, previous))
+        try:
+            for chunk in stream:
+                if not args.json and chunk.text:
+                    sys.stdout.write(chunk.text)
+                    sys.stdout.flush()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        result = stream.completion
+        assert result is not None
+        if args.json:
+            print(json.dumps(_completion_json(result), ensure_ascii=False))
+        else:
+            sys.stdout.write("\n")
+        if args.stats:
+            _print_stats(result)
+    return EXIT_INTERRUPTED if result.finish_reason == "cancelled" else 0
+
+
+def _second_interrupt(stream: Any, previous: Any) -> None:
+    """First Ctrl-C: end the stream cleanly after the current token. Second: interrupt at once."""
+    if stream.cancelled:
+        raise KeyboardInterrupt
+    stream.cancel()
+
+
+def _sampling_config(args: argparse.Namespace) -> SamplingConfig:
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingConfig) if getattr(args, f.name) is not None
+    }
+    return SamplingConfig(**given)
+
+
+def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    return [*messages, {"role": "user", "content": prompt}]
+
+
+def _parse_option(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--option takes KEY=VALUE, got {item!r}")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().replace("-", "_"), value
+
+
+def _completion_json(result: Any) -> dict[str, Any]:
+    return {
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "usage": {**dataclasses.asdict(result.usage), "total_tokens": result.usage.total_tokens},
+        "timings": dataclasses.asdict(result.timings),
+        "backend": result.backend,
+        "model": result.model,
+        "seed": result.seed,
+    }
+
+
+def _print_stats(result: Any) -> None:
+    t, u = result.timings, result.usage
+    print(
+        f"[{result.backend}] {u.prompt_tokens} prompt + {u.completion_tokens} generated tokens, "
+        f"finish: {result.finish_reason}; first token after {t.time_to_first_token:.3f} s; "
+        f"prompt {t.prompt_tokens_per_second:.1f} tok/s, decode {t.decode_tokens_per_second:.1f} tok/s; "
+        f"total {t.total:.2f} s; seed {result.seed}",
+        file=sys.stderr,
+    )
+
+
+# -- backends and models ---------------------------------------------------------------------
+
+
+def _backends(args: argparse.Namespace) -> int:
+    from . import plugins
+
+    rows: list[dict[str, Any]] = []
+    for name, backend in plugins.backends().items():
+        availability = backend.availability()
+        rows.append(
+            {
+                "name": name,
+                "installed": True,
+                "available": availability.ok,
+                "devices": list(availability.devices),
+                "formats": list(backend.formats),
+                "reason": availability.reason,
+            }
+        )
+    for name, extra in plugins.KNOWN_BACKENDS.items():
+        if not any(r["name"] == name for r in rows):
+            blocked = name in plugins.blocked_plugins()
+            reason = f"blocked by {plugins.BLOCK_ENV}" if blocked else f"not installed: pip install '{extra}'"
+            if name in plugins.broken:
+                reason = f"installed but failed to load: {plugins.broken[name]}"
+            rows.append(
+                {"name": name, "installed": False, "available": False, "devices": [], "formats": [], "reason": reason}
+            )
+    for name, reason in plugins.broken.items():
+        if not any(r["name"] == name for r in rows):
+            rows.append(
+                {
+                    "name": name,
+                    "installed": True,
+                    "available": False,
+                    "devices": [],
+                    "formats": [],
+                    "reason": f"failed to load: {reason}",
+                }
+            )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        state = "available" if r["available"] else ("unavailable" if r["installed"] else "missing")
+        devices = f" [{', '.join(r['devices'])}]" if r["devices"] else ""
+        print(f"{r['name']:<10} {state:<12}{devices} {r['reason']}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from . import hub, models
+
+    rows: list[dict[str, Any]] = []
+    for entry in models.catalogue().values():
+        cached: dict[str, str | None] = {}
+        for fmt, artifact in entry.artifacts.items():
+            if artifact.package:
+                found = models.package_file(artifact)
+                cached[fmt] = str(found) if found else None
+            elif artifact.path:
+                cached[fmt] = artifact.path if os.path.exists(artifact.path) else None
+            elif artifact.repo and artifact.filename:
+                found = hub.cached_file(artifact.repo, artifact.filename)
+                cached[fmt] = str(found) if found else None
+            else:
+                cached[fmt] = None
+        rows.append(
+            {
+                "name": entry.name,
+                "aliases": list(entry.aliases),
+                "description": entry.description,
+                "template": entry.template,
+                "formats": {f: a.describe() for f, a in entry.artifacts.items()},
+                "cached": cached,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        where = ", ".join(f"{fmt}{' (cached)' if r['cached'][fmt] else ''}" for fmt in r["formats"])
+        print(f"{r['name']:<26} {where:<40} {r['description']}")
+    return 0
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
