@@ -1,0 +1,46 @@
+"""The ``llama-cpp`` backend object: cheap to create, imports llama.cpp only when asked to."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+from phi_backends import Availability, ModelSource
+from phi_backends.errors import BackendUnavailableError
+
+from .options import EngineOptions
+
+INSTALL_HINT = "pip install 'phi-backends[llama-cpp]' (build llama-cpp-python with CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" on CPUs where the native build crashes)"
+
+
+class LlamaCppBackend:
+    name: str = "llama-cpp"
+    formats: tuple[str, ...] = ("gguf",)
+    install_hint: str = INSTALL_HINT
+
+    @cached_property
+    def _availability(self) -> Availability:
+        try:
+            import llama_cpp
+        except Exception as exc:  # ImportError, or OSError from a broken shared library
+            return Availability(
+                False, f"llama-cpp-python cannot be imported ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
+            )
+        devices = ["cpu"]
+        if llama_cpp.llama_supports_gpu_offload():
+            devices.append("gpu")
+        version = importlib.metadata.version("llama-cpp-python")
+        return Availability(True, f"llama-cpp-python {version}", tuple(devices))
+
+    def availability(self) -> Availability:
+        return self._availability
+
+    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Any:
+        available = self.availability()
+        if not available.ok:
+            raise BackendUnavailableError(f"backend 'llama-cpp' cannot run here: {available.reason}")
+        from .engine import LlamaCppEngine
+
+        return LlamaCppEngine(source, EngineOptions.parse(options, gpu="gpu" in available.devices))

@@ -1,0 +1,194 @@
+"""A GGUF model loaded in llama.cpp, driven through its C API (llama-cpp-python's bindings).
+
+We use the C API rather than ``llama_cpp.Llama`` because ``Llama()`` compiles the model
+file's chat template at load (untrusted input we render ourselves, sandboxed), keeps prompt
+caches between calls, and samples in its own fixed order; here every call starts from a clear
+KV cache and a fresh sampler chain built in the order :class:`~phi_backends.SamplingConfig`
+documents.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import llama_cpp
+
+from phi_backends import EngineInfo, ModelSource, SamplingConfig
+from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
+from phi_backends.gguf import read_gguf
+
+from .options import DEFAULT_MAX_CTX, EngineOptions
+
+_init_lock = threading.Lock()
+_initialized = False
+
+
+def _init_backend(verbose: bool) -> None:
+    global _initialized
+    # llama-cpp-python routes llama.cpp's log through this logger; quiet unless asked.
+    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    with _init_lock:
+        if not _initialized:
+            llama_cpp.llama_backend_init()
+            _initialized = True
+
+
+class LlamaCppEngine:
+    def __init__(self, source: ModelSource, options: EngineOptions) -> None:
+        gguf = read_gguf(source.path)  # validates header, metadata and tensor extents first
+        _init_backend(options.verbose)
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = options.n_gpu_layers
+        mparams.main_gpu = options.main_gpu
+        self._model = llama_cpp.llama_model_load_from_file(str(source.path).encode(), mparams)
+        if not self._model:
+            raise ModelFormatError(
+                f"llama.cpp could not load {source.path.name} (architecture {gguf.architecture or 'unknown'!r}); "
+                "check that the file is a complete GGUF of an architecture this llama-cpp-python supports"
+            )
+        self._ctx: Any = None
+        try:
+            self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+            n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
+            n_ctx = options.n_ctx or min(n_ctx_train, DEFAULT_MAX_CTX)
+            cparams = llama_cpp.llama_context_default_params()
+            cparams.n_ctx = n_ctx
+            cparams.n_batch = options.n_batch
+            cparams.n_ubatch = min(options.n_ubatch, options.n_batch)
+            cparams.n_threads = options.threads
+            cparams.n_threads_batch = options.n_threads_batch or options.threads
+            cparams.offload_kqv = options.offload_kqv
+            cparams.no_perf = True
+            if options.flash_attn is not None:
+                cparams.flash_attn_type = int(options.flash_attn)
+            if options.type_k is not None:
+                cparams.type_k = options.type_k
+            if options.type_v is not None:
+                cparams.type_v = options.type_v
+            cparams.rope_freq_base = options.rope_freq_base
+            cparams.rope_freq_scale = options.rope_freq_scale
+            self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+            if not self._ctx:
+                raise RuntimeFailure(
+                    f"llama.cpp could not create a context of {n_ctx} tokens for {source.path.name} "
+                    "(out of memory?); try a smaller n_ctx or fewer n_gpu_layers"
+                )
+            self._n_batch = llama_cpp.llama_n_batch(self._ctx)  # llama.cpp clamps it to n_ctx
+            n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+            self._pieces: list[bytes | None] = [None] * n_vocab
+            self._piece_buf = ctypes.create_string_buffer(256)
+            self._one = (llama_cpp.llama_token * 1)()
+            spm = gguf.tokenizer_model == "llama"
+            self._info = EngineInfo(
+                context_length=llama_cpp.llama_n_ctx(self._ctx),
+                vocab_size=n_vocab,
+                add_bos=bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)),
+                bos_token=self._token_text(llama_cpp.llama_vocab_bos(self._vocab)),
+                eos_token=self._token_text(llama_cpp.llama_vocab_eos(self._vocab)),
+                eog_token_ids=frozenset(i for i in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, i)),
+                chat_template=gguf.chat_template,
+                strip_leading_space=spm and gguf.metadata.get("tokenizer.ggml.add_space_prefix", True) is not False,
+                architecture=gguf.architecture or "",
+                metadata={"n_ctx_train": n_ctx_train, "threads": options.threads, "file": str(source.path)},
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, True)
+            if n >= 0:
+                return list(buf[:n])
+            capacity = -n
+
+    def token_bytes(self, token_id: int) -> bytes:
+        piece = self._pieces[token_id]
+        if piece is None:
+            n = llama_cpp.llama_token_to_piece(self._vocab, token_id, self._piece_buf, 256, 0, False)
+            if n < 0:
+                big = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token_id, big, -n, 0, False)
+                piece = big.raw[:n]
+            else:
+                piece = self._piece_buf.raw[:n]
+            self._pieces[token_id] = piece
+        return piece
+
+    def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
+        ctx = self._ctx
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        sampler = self._sampler_chain(config, seed)
+        try:
+            for start in range(0, len(prompt_ids), self._n_batch):
+                chunk = prompt_ids[start : start + self._n_batch]
+                self._decode((llama_cpp.llama_token * len(chunk))(*chunk), len(chunk))
+            one = self._one
+            while True:
+                token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
+                yield token
+                one[0] = token
+                self._decode(one, 1)
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _decode(self, tokens: Any, n: int) -> None:
+        rc = llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(tokens, n))
+        if rc != 0:
+            raise GenerationError(f"llama_decode failed with code {rc} (1: no room in the KV cache, <0: error)")
+
+    def _sampler_chain(self, config: SamplingConfig, seed: int) -> Any:
+        """Native samplers in SamplingConfig's documented order: penalty, temperature, top-k, top-p, min-p."""
+        params = llama_cpp.llama_sampler_chain_default_params()
+        params.no_perf = True
+        chain = llama_cpp.llama_sampler_chain_init(params)
+        add = llama_cpp.llama_sampler_chain_add
+        window = self._info.context_length if config.repeat_last_n == -1 else config.repeat_last_n
+        if config.repeat_penalty != 1.0 and window > 0:
+            # Only sampled tokens are ever passed to accept(), so the window never sees the prompt.
+            add(
+                chain,
+                llama_cpp.llama_sampler_init_penalties(self._info.vocab_size, window, config.repeat_penalty, 0.0, 0.0),
+            )
+        if config.greedy:
+            add(chain, llama_cpp.llama_sampler_init_greedy())
+            return chain
+        add(chain, llama_cpp.llama_sampler_init_temp(config.temperature))
+        if config.top_k:
+            add(chain, llama_cpp.llama_sampler_init_top_k(config.top_k))
+        if config.top_p is not None and config.top_p < 1.0:
+            add(chain, llama_cpp.llama_sampler_init_top_p(config.top_p, 1))
+        if config.min_p:
+            add(chain, llama_cpp.llama_sampler_init_min_p(config.min_p, 1))
+        add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+    def _token_text(self, token_id: int) -> str | None:
+        if token_id < 0:
+            return None
+        text = llama_cpp.llama_vocab_get_text(self._vocab, token_id)
+        return text.decode("utf-8", errors="replace") if text else None

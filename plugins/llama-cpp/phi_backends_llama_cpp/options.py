@@ -1,0 +1,87 @@
+"""The engine options the llama.cpp backend accepts, validated, with llama.cpp's meaning."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from phi_backends.errors import OptionError
+
+#: Our default context window when the caller gives none: the model's own, capped (a 128k
+#: context would reserve tens of GB for the KV cache).
+DEFAULT_MAX_CTX = 4096
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """llama.cpp settings. ``None`` means "our default", documented per field."""
+
+    n_ctx: int | None = None  # context window; default min(model's training context, 4096)
+    n_batch: int = 512  # prompt tokens per llama_decode call
+    n_ubatch: int = 512
+    n_threads: int | None = None  # default: every core this process may use
+    n_threads_batch: int | None = None  # default: n_threads
+    n_gpu_layers: int = 0  # layers offloaded to the GPU; -1 = all (CPU-only builds ignore it)
+    main_gpu: int = 0
+    flash_attn: bool | None = None  # None = llama.cpp's automatic choice
+    offload_kqv: bool = True
+    type_k: int | None = None  # KV cache data types (ggml type ids)
+    type_v: int | None = None
+    rope_freq_base: float = 0.0  # 0 = from the model
+    rope_freq_scale: float = 0.0
+    verbose: bool = False  # llama.cpp's own log on stderr
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any], *, gpu: bool) -> EngineOptions:
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, value in options.items():
+            if name == "provider":  # a cross-backend option the core passes through; llama.cpp has none
+                continue
+            if name not in known:
+                raise OptionError(f"the llama-cpp backend has no option {name!r}; its options are: {', '.join(known)}")
+            values[name] = _coerce(name, value, known[name].type)
+        parsed = cls(**values)
+        if parsed.n_ctx is not None and parsed.n_ctx < 16:
+            raise OptionError(f"n_ctx must be at least 16, got {parsed.n_ctx}")
+        for name in ("n_batch", "n_ubatch"):
+            if getattr(parsed, name) < 1:
+                raise OptionError(f"{name} must be at least 1")
+        if parsed.n_threads is not None and parsed.n_threads < 1:
+            raise OptionError("n_threads must be at least 1")
+        del gpu  # n_gpu_layers on a CPU-only build is accepted and ignored, as llama.cpp does
+        return parsed
+
+    @property
+    def threads(self) -> int:
+        return self.n_threads or _cpu_count()
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    text = str(annotation)
+    if value is None and "None" in text:
+        return None
+    if "bool" in text:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise OptionError(f"option {name} must be true or false, got {value!r}")
+    target = float if "float" in text else int
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return target(value)
+    except (TypeError, ValueError):
+        raise OptionError(
+            f"option {name} must be {'a number' if target is float else 'a whole number'}, got {value!r}"
+        ) from None

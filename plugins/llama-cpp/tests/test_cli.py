@@ -1,0 +1,253 @@
+"""`phi-backends` end to end, as a user runs it: a real process, a real engine, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from phi_backends.testing import SCRIPT_TEXT
+from tests.fakehub import FakeHub
+
+CLI = str(Path(sys.executable).parent / "phi-backends")
+SEED_REPO, SEED_FILE = "microsoft/Phi-3-mini-4k-instruct-gguf", "Phi-3-mini-4k-instruct-q4.gguf"
+
+
+def run(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "HF_HUB_DISABLE_XET": "1", **(env or {})}
+    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got: {result.stderr!r}"
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+GREEDY = ["--temperature", "0", "--repeat-penalty", "1"]
+
+
+def test_run_tiny_phi3_greedy_prints_script_and_stops(tiny_phi3: Path) -> None:
+    result = run("run", "--model", str(tiny_phi3), *GREEDY)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SCRIPT_TEXT + "\n"
+
+
+def test_run_json_reports_everything(tiny_phi3: Path) -> None:
+    result = run("run", "--model", str(tiny_phi3), *GREEDY, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["text"] == SCRIPT_TEXT and data["finish_reason"] == "stop" and data["backend"] == "llama-cpp"
+    assert data["usage"]["completion_tokens"] > 0 and data["usage"]["total_tokens"] > data["usage"]["prompt_tokens"]
+    assert data["timings"]["time_to_first_token"] > 0
+
+
+def test_run_reads_stdin_and_prints_stats(smollm2: Path) -> None:
+    result = run(
+        "run", "-", "--model", str(smollm2), "--temperature", "0", "--max-tokens", "8", "--stats", stdin="Say hi"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert "decode" in result.stderr and "tok/s" in result.stderr
+
+
+def test_run_raw_and_stop(smollm2: Path) -> None:
+    result = run(
+        "run",
+        "--raw",
+        "The capital of France is",
+        "--model",
+        str(smollm2),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "30",
+        "--stop",
+        ".",
+        "--json",
+    )
+    data = json.loads(result.stdout)
+    assert data["finish_reason"] in ("stop", "length") and "." not in data["text"]
+
+
+def test_same_seed_same_text_from_the_cli(smollm2: Path) -> None:
+    args = ["run", "--model", str(smollm2), "--seed", "42", "--max-tokens", "12"]
+    assert run(*args).stdout == run(*args).stdout
+
+
+def test_seed_program_downloads_once_then_uses_the_cache(tiny_phi3: Path, tmp_path: Path) -> None:
+    """`phi-backends run` with no options: the tutorial's model, through huggingface-hub."""
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    with FakeHub({SEED_REPO: {SEED_FILE: tiny_phi3}}) as hub:
+        env["HF_ENDPOINT"] = hub.url
+        first = run("run", "--json", env=env)
+        assert first.returncode == 0, first.stderr
+        data = json.loads(first.stdout)
+        assert data["model"] == "phi-3-mini-4k-instruct" and data["finish_reason"] in ("stop", "length")
+        assert "<|end|>" not in data["text"] and data["usage"]["completion_tokens"] <= 100
+        downloads = hub.hits("GET", SEED_FILE)
+        assert downloads >= 1
+        second = run("run", "--json", "--seed", "1", env=env)
+        assert second.returncode == 0, second.stderr
+        assert hub.hits("GET", SEED_FILE) == downloads, "the second run must not download again"
+    offline = run(
+        "run", "--seed", "1", "--json", env={**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert json.loads(offline.stdout)["text"] == json.loads(second.stdout)["text"]
+
+
+def test_seed_program_without_network_says_what_to_do(tmp_path: Path) -> None:
+    result = run("run", env={"HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9"}, timeout=60)
+    line = one_line_error(result, 1, "cannot reach")
+    assert "--model" in line and "smollm2" in line
+
+
+def test_ctrl_c_stops_cleanly(tiny_phi3: Path) -> None:
+    """Off its script the tiny model samples on and on; Ctrl-C after the first text ends it cleanly."""
+    proc = subprocess.Popen(
+        [
+            CLI,
+            "run",
+            "--model",
+            str(tiny_phi3),
+            "--raw",
+            "Once upon a time",
+            "--max-tokens",
+            "4000",
+            "--seed",
+            "5",
+            "--stats",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    first = os.read(proc.stdout.fileno(), 64)  # blocks until the first streamed text
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert first and b"Traceback" not in err
+    assert b"finish: cancelled" in err
+    assert (first + out).endswith(b"\n")
+
+
+# -- bad input: one line, the right exit code, no traceback ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--temperature", "-1"], ["temperature must be >= 0"]),
+        (["--top-p", "0"], ["top_p must be in (0, 1]"]),
+        (["--top-p", "1.5"], ["top_p"]),
+        (["--top-k", "-3"], ["top_k must be >= 0"]),
+        (["--repeat-penalty", "0"], ["repeat_penalty must be > 0"]),
+        (["--max-tokens", "0"], ["max_tokens must be > 0"]),
+        (["--temperature", "hot"], ["invalid float value"]),
+        (["--no-such-flag"], ["unrecognized arguments"]),
+        (["--model", "phi-3-mini-4k-instruc"], ["unknown model", "phi-3-mini-4k-instruct"]),
+        (["--model", "./missing.gguf"], ["no such file"]),
+        (["--backend", "lama-cpp"], ["unknown backend", "llama-cpp"]),
+        (["--option", "n_bogus=1"], ["no option 'n_bogus'"]),
+        (["--option", "n_ctx"], ["KEY=VALUE"]),
+        (["--raw", "--system", "be nice"], ["--system"]),
+    ],
+)
+def test_usage_errors_exit_2(smollm2: Path, args: list[str], needles: list[str]) -> None:
+    model = [] if "--model" in args else ["--model", str(smollm2)]
+    one_line_error(run("run", *model, *args), 2, *needles)
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path, smollm2: Path) -> Iterator[dict[str, Path]]:
+    good = smollm2.read_bytes()
+    (tmp_path / "folder").mkdir()
+    yield {
+        "empty": write(tmp_path / "empty.gguf", b""),
+        "garbage": write(tmp_path / "garbage.gguf", os.urandom(4096)),
+        "truncated": write(tmp_path / "truncated.gguf", good[: len(good) // 2]),
+        "header-only": write(tmp_path / "header.gguf", good[:100]),
+        "folder": tmp_path / "folder",
+    }
+
+
+@pytest.mark.parametrize("case", ["empty", "garbage", "truncated", "header-only", "folder"])
+def test_bad_model_files_exit_1(bad_files: dict[str, Path], case: str) -> None:
+    one_line_error(run("run", "--model", str(bad_files[case])), 1)
+
+
+def test_backend_not_installed_names_the_extra(smollm2: Path) -> None:
+    one_line_error(run("run", "--model", str(smollm2), "--backend", "onnx"), 1, "pip install", "phi-backends[onnx]")
+
+
+def test_prompt_longer_than_context_says_both_numbers(smollm2: Path) -> None:
+    line = one_line_error(
+        run("run", "--model", str(smollm2), "--option", "n_ctx=256", "word " * 400), 1, "context window is 256"
+    )
+    assert "tokens" in line
+
+
+def test_unrenderable_model_template(tmp_path: Path, tiny_phi3: Path) -> None:
+    """A model whose own template is broken: a clear error, and --raw or --template still work."""
+    from tests.fixtures.tiny_phi3 import with_chat_template
+
+    broken = with_chat_template(tiny_phi3, tmp_path / "broken.gguf", "{% for m in messages %}{{ m.content ")
+    one_line_error(run("run", "--model", str(broken)), 1, "template")
+    assert run("run", "--model", str(broken), "--template", "phi3", *GREEDY).stdout == SCRIPT_TEXT + "\n"
+
+
+# -- other commands -------------------------------------------------------------------------------
+
+
+def test_backends_lists_llama_cpp_and_respects_the_block_list() -> None:
+    data = json.loads(run("backends", "--json").stdout)
+    llama = next(row for row in data if row["name"] == "llama-cpp")
+    assert llama["available"] and "cpu" in llama["devices"] and llama["formats"] == ["gguf"]
+    assert any(row["name"] == "onnx" and not row["installed"] for row in data)
+    blocked = json.loads(run("backends", "--json", env={"PHI_BACKENDS_BLOCK_PLUGINS": "llama-cpp"}).stdout)
+    assert next(row for row in blocked if row["name"] == "llama-cpp")["installed"] is False
+    result = run("run", "--model", "smollm2", env={"PHI_BACKENDS_BLOCK_PLUGINS": "llama-cpp"})
+    one_line_error(result, 1)
+
+
+def test_models_lists_the_catalogue_and_the_offline_model_as_present() -> None:
+    data = json.loads(run("models", "--json").stdout)
+    names = {row["name"] for row in data}
+    assert {
+        "phi-3-mini-4k-instruct",
+        "phi-3.5-mini-instruct",
+        "phi-4-mini-instruct",
+        "phi-4",
+        "smollm2-135m-instruct",
+    } <= names
+    smol = next(row for row in data if row["name"] == "smollm2-135m-instruct")
+    assert smol["cached"]["gguf"]
+
+
+def test_help_is_fast_and_imports_no_engine() -> None:
+    code = "import sys; from phi_backends.cli import main\ntry:\n  main(['run', '--help'])\nexcept SystemExit: pass\nprint(sorted(m for m in sys.modules if m.startswith(('llama_cpp', 'huggingface_hub', 'numpy'))))"
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    elapsed = time.perf_counter() - start
+    assert "--temperature" in result.stdout and "--repeat-last-n" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert elapsed < 3, elapsed
