@@ -144,7 +144,7 @@ _ENTRIES = [
     CatalogueEntry(
         name="smollm2-135m-instruct",
         description="SmolLM2-135M-Instruct, a tiny non-Phi model that works offline (Apache-2.0)",
-        template="chatml",
+        template=None,  # its own template (ChatML plus a default system message), rendered sandboxed
         context_length=8192,
         aliases=("smollm2",),
         artifacts={

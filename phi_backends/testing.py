@@ -49,12 +49,14 @@ class BackendContract:
     """Subclass in a backend package's tests and define the ``contract_models`` fixture."""
 
     @pytest.fixture(scope="class")
-    def phi3(self, contract_models: ContractModels) -> Iterator[Generator]:
+    @classmethod
+    def phi3(cls, contract_models: ContractModels) -> Iterator[Generator]:
         with load(str(contract_models.tiny_phi3), backend=contract_models.backend, **contract_models.options) as gen:
             yield gen
 
     @pytest.fixture(scope="class")
-    def smol(self, contract_models: ContractModels) -> Iterator[Generator]:
+    @classmethod
+    def smol(cls, contract_models: ContractModels) -> Iterator[Generator]:
         with load(str(contract_models.smollm2), backend=contract_models.backend, **contract_models.options) as gen:
             yield gen
 

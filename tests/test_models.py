@@ -17,7 +17,7 @@ SMOL = package_file(BUILTIN_CATALOGUE["smollm2-135m-instruct"].artifacts["gguf"]
 def test_offline_model_resolves_from_its_package() -> None:
     assert SMOL is not None and SMOL.is_file()
     source = resolve("smollm2", formats=("gguf",))
-    assert source.path == SMOL and source.template == "chatml" and source.name == "smollm2-135m-instruct"
+    assert source.path == SMOL and source.template is None and source.name == "smollm2-135m-instruct"
 
 
 def test_local_paths_and_their_formats(tmp_path: Path) -> None:

@@ -78,3 +78,13 @@ def test_text_assembler_cuts_at_the_stop_and_finish_adds_nothing() -> None:
     asm = TextAssembler(vocab.__getitem__, stops=["key"])
     assert asm.add(0) + asm.add(1) + asm.add(2) == "Ice hoc"
     assert asm.stopped and asm.finish() == ""
+
+
+def test_held_back_text_never_outgrows_the_longest_stop_string() -> None:
+    """Per-token work is bounded: the matcher only ever rescans a short tail, not the output."""
+    matcher = StopMatcher(["<|stop-here|>", "\n\n"])
+    for _ in range(5000):
+        matcher.feed("<|stop-")
+        assert len(matcher._pending) < len("<|stop-here|>")
+        matcher.feed("there ")
+    assert not matcher.stopped

@@ -11,5 +11,6 @@ from phi_backends.testing import BackendContract, ContractModels
 
 class TestLlamaCppContract(BackendContract):
     @pytest.fixture(scope="class")
-    def contract_models(self, tiny_phi3: Path, smollm2: Path) -> ContractModels:
+    @classmethod
+    def contract_models(cls, tiny_phi3: Path, smollm2: Path) -> ContractModels:
         return ContractModels(backend="llama-cpp", tiny_phi3=tiny_phi3, smollm2=smollm2)
