@@ -147,6 +147,8 @@ class Generator:
 
     def prompt_ids(self, prompt: Prompt, *, template: TemplateArg = AUTO) -> list[int]:
         """The token ids the engine is fed for ``prompt``: rendered once, tokenized once."""
+        if self._closed:
+            raise UsageError("this Generator is closed; load the model again")
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
         return self._engine.tokenize(self.render(prompt, template=chat_template), add_bos=self.info.add_bos)
 
@@ -160,7 +162,9 @@ class Generator:
         return chat_template.render(normalize_messages(prompt), add_generation_prompt=True)
 
     def close(self) -> None:
-        """Free the engine. Waits for a generation running in another thread to finish."""
+        """Free the engine. A stream open in this thread is closed first; one running in
+        another thread is waited for."""
+        self._close_own_stream()
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -202,14 +206,17 @@ class Generator:
             self._eog_cache[key] = frozenset(ids)
         return self._eog_cache[key]
 
-    def _acquire(self) -> None:
-        me = threading.get_ident()
-        if self._owner == me and self._active is not None:
+    def _close_own_stream(self) -> None:
+        """Close a stream left suspended by this thread (waiting on it would deadlock)."""
+        if self._owner == threading.get_ident() and self._active is not None:
             previous = self._active()
             if previous is not None:
-                previous.close()  # an abandoned stream in this thread: stop it first
+                previous.close()
+
+    def _acquire(self) -> None:
+        self._close_own_stream()
         self._lock.acquire()
-        self._owner = me
+        self._owner = threading.get_ident()
         if self._closed:
             self._release()
             raise UsageError("this Generator is closed; load the model again")

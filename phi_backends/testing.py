@@ -152,6 +152,15 @@ class BackendContract:
         assert phi3.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
         assert list(stream) == []
 
+    def test_close_with_a_stream_open_in_this_thread_does_not_hang(self, contract_models: ContractModels) -> None:
+        gen = load(str(contract_models.tiny_phi3), backend=contract_models.backend, **contract_models.options)
+        stream = gen.stream(HAIKU, GREEDY)
+        next(stream)
+        gen.close()
+        assert list(stream) == []
+        with pytest.raises(UsageError, match="closed"):
+            gen.generate(HAIKU, GREEDY)
+
     def test_cancel_finishes_with_cancelled(self, phi3: Generator) -> None:
         stream = phi3.stream("Tell me a long story", SamplingConfig(seed=3, max_tokens=50), template=None)
         next(stream)

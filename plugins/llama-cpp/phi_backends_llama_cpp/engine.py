@@ -104,6 +104,7 @@ class LlamaCppEngine:
         return self._info
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        self._check_open()
         data = text.encode("utf-8")
         capacity = len(data) + 8
         while True:
@@ -116,6 +117,7 @@ class LlamaCppEngine:
     def token_bytes(self, token_id: int) -> bytes:
         piece = self._pieces[token_id]
         if piece is None:
+            self._check_open()
             n = llama_cpp.llama_token_to_piece(self._vocab, token_id, self._piece_buf, 256, 0, False)
             if n < 0:
                 big = ctypes.create_string_buffer(-n)
@@ -127,6 +129,7 @@ class LlamaCppEngine:
         return piece
 
     def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
+        self._check_open()
         ctx = self._ctx
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
         sampler = self._sampler_chain(config, seed)
@@ -155,6 +158,10 @@ class LlamaCppEngine:
         self.close()
 
     # -- internals -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self._ctx:
+            raise GenerationError("this llama.cpp model was closed; load it again")
 
     def _decode(self, tokens: Any, n: int) -> None:
         rc = llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(tokens, n))

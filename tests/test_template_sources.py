@@ -1,0 +1,50 @@
+"""Reading a model's own chat template from a Hugging Face folder, in transformers' order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from phi_backends import TemplateError
+from phi_backends.template_sources import read_folder_template
+from phi_backends.templates import jinja_template
+
+PHI3 = "{% for message in messages %}{{'<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+
+
+def write_config(folder: Path, **extra: object) -> None:
+    config = {"bos_token": {"content": "<s>", "lstrip": False}, "eos_token": "<|endoftext|>", **extra}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+def test_tokenizer_config_template_and_tokens(tmp_path: Path) -> None:
+    write_config(tmp_path, chat_template=PHI3)
+    found = read_folder_template(tmp_path)
+    assert (found.source, found.bos_token, found.eos_token, found.origin) == (
+        PHI3,
+        "<s>",
+        "<|endoftext|>",
+        "tokenizer_config.json",
+    )
+    rendered = jinja_template(found.source or "", bos_token=found.bos_token, eos_token=found.eos_token)
+    assert rendered.render([{"role": "user", "content": "Hi"}]) == "<|user|>\nHi<|end|>\n<|assistant|>\n"
+
+
+def test_chat_template_jinja_wins_and_named_lists_use_default(tmp_path: Path) -> None:
+    write_config(tmp_path, chat_template=[{"name": "tool_use", "template": "x"}, {"name": "default", "template": PHI3}])
+    assert read_folder_template(tmp_path).source == PHI3
+    (tmp_path / "chat_template.jinja").write_text("{{ 'jinja file' }}")
+    found = read_folder_template(tmp_path)
+    assert found.source == "{{ 'jinja file' }}" and found.origin == "chat_template.jinja"
+
+
+def test_no_template_and_broken_files(tmp_path: Path) -> None:
+    assert read_folder_template(tmp_path).source is None
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(TemplateError, match="not valid JSON"):
+        read_folder_template(tmp_path)
+    write_config(tmp_path, chat_template=[{"name": "tool_use", "template": "x"}])
+    with pytest.raises(TemplateError, match="'default' entry"):
+        read_folder_template(tmp_path)
