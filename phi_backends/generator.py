@@ -133,6 +133,12 @@ class Generator:
         config = config or SamplingConfig()
         chat_template = self._template_for(template)
         prompt_ids = self.prompt_ids(prompt, template=chat_template)
+        context = self.info.context_length
+        if len(prompt_ids) >= context:
+            raise ContextLengthError(
+                f"the prompt is {len(prompt_ids)} tokens but the context window is {context}; "
+                "shorten the prompt or load the model with a larger context (n_ctx)"
+            )
         return Stream(lambda stream: self._run(stream, prompt_ids, config, chat_template))
 
     def generate(
@@ -240,13 +246,7 @@ class Generator:
         self, stream: Stream, prompt_ids: list[int], config: SamplingConfig, template: ChatTemplate | None
     ) -> Iterator[Chunk]:
         info = self.info
-        room = info.context_length - len(prompt_ids)
-        if room < 1:
-            raise ContextLengthError(
-                f"the prompt is {len(prompt_ids)} tokens but the context window is {info.context_length}; "
-                "shorten the prompt or load the model with a larger context (n_ctx)"
-            )
-        budget = min(config.max_tokens, room)
+        budget = min(config.max_tokens, info.context_length - len(prompt_ids))  # stream() checked it is >= 1
         eog = self._eog_ids(template)
         seed = config.resolved_seed()
         text = TextAssembler(self._engine.token_bytes, stops=config.stop, strip_leading_space=info.strip_leading_space)

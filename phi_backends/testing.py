@@ -115,7 +115,8 @@ class BackendContract:
     def test_prompt_longer_than_context_is_refused(self, phi3: Generator) -> None:
         too_long = "hockey " * (phi3.info.context_length + 10)
         with pytest.raises(ContextLengthError, match=str(phi3.info.context_length)):
-            phi3.generate(too_long, GREEDY, template=None)
+            phi3.stream(too_long, GREEDY, template=None)  # refused before any iteration
+        assert phi3.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
 
     # -- seeds and sampling ------------------------------------------------------------------
 
