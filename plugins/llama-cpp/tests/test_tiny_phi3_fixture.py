@@ -24,7 +24,6 @@ from tests.fixtures.tiny_phi3 import (
     SCRIPT_TEXT,
     USER_ID,
     VOCAB_SIZE,
-    tiny_phi3_gguf,
     with_chat_template,
 )
 
@@ -33,13 +32,8 @@ HI_ID = 15359  # '▁Hi'
 
 
 @pytest.fixture(scope="session")
-def tiny_phi3_path() -> Path:
-    return tiny_phi3_gguf()
-
-
-@pytest.fixture(scope="session")
-def llm(tiny_phi3_path: Path) -> Iterator[llama_cpp.Llama]:
-    model = llama_cpp.Llama(model_path=str(tiny_phi3_path), n_ctx=512, verbose=False)
+def llm(tiny_phi3: Path) -> Iterator[llama_cpp.Llama]:
+    model = llama_cpp.Llama(model_path=str(tiny_phi3), n_ctx=512, verbose=False)
     yield model
     model.close()
 
@@ -141,8 +135,8 @@ def test_temperature_one_sampling_varies_and_runs_on(llm: llama_cpp.Llama) -> No
     assert reasons.count("length") >= 5, list(zip(texts, reasons, strict=True))
 
 
-def test_with_chat_template_replaces_only_the_template(tiny_phi3_path: Path, tmp_path: Path) -> None:
-    copy = with_chat_template(tiny_phi3_path, tmp_path / "copy.gguf", "{{ messages[0]['content'] }}")
+def test_with_chat_template_replaces_only_the_template(tiny_phi3: Path, tmp_path: Path) -> None:
+    copy = with_chat_template(tiny_phi3, tmp_path / "copy.gguf", "{{ messages[0]['content'] }}")
     other = llama_cpp.Llama(model_path=str(copy), n_ctx=512, verbose=False)
     try:
         assert other.metadata["tokenizer.chat_template"] == "{{ messages[0]['content'] }}"
