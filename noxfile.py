@@ -1,15 +1,45 @@
 """The test matrix. `nox` runs the default sessions below; CI runs exactly that.
 
-Sessions: fixtures, lint, typecheck, tests (core), tests-llama-cpp, docs.
+Sessions: lint, typecheck, fixtures, tests-3.X (the core, on each classifier Python found here),
+tests-llama-cpp, docs.
 Each test session passes --require-engines, so a test that would skip fails instead.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import nox
 
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+#: The core is tested on every Python the classifiers name; engine sessions on the running one
+#: (each Python would need its own llama-cpp-python compile).
+PYTHONS = nox.project.python_versions(PYPROJECT)
+
+
+def runnable(version: str) -> bool:
+    """Is ``python<version>`` on PATH and working? Adds a pyenv install that is not on PATH."""
+    for folder in sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin"), reverse=True):
+        os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ['PATH']}"
+        break
+    try:
+        return subprocess.run([f"python{version}", "-c", ""], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "typecheck", "fixtures", "tests", "tests-llama-cpp", "docs"]
+# A session is on by default only where its interpreter exists (`nox -s tests-3.10` asks for one).
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "fixtures",
+    *(f"tests-{v}" for v in PYTHONS if runnable(v)),
+    "tests-llama-cpp",
+    "docs",
+]
 nox.options.error_on_missing_interpreters = True
 
 TEST_DEPS = ["pytest>=8", "hypothesis>=6", "gguf>=0.10", "sentencepiece>=0.2", "numpy>=1.24"]
@@ -52,7 +82,7 @@ def fixtures(session: nox.Session) -> None:
     session.run("python", "tests/fixtures/tiny_phi3.py")
 
 
-@nox.session
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The core: everything that needs no engine."""
     install_test_deps(session)
