@@ -16,6 +16,7 @@ User catalogue entries live in the config file (``$PHI_BACKENDS_CONFIG``, else
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.util
 import os
 import re
@@ -218,8 +219,17 @@ def _from_hub(model: str, formats: Sequence[str], progress: bool) -> ModelSource
 
 
 def _user_entries(path: Path) -> dict[str, CatalogueEntry]:
-    if not path.is_file():
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
         return {}
+    return dict(_parse_user_entries(path, stamp))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_user_entries(path: Path, stamp: int) -> tuple[tuple[str, CatalogueEntry], ...]:
+    """Parsed once per version of the file (``load`` consults the catalogue several times)."""
+    del stamp  # part of the cache key only
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -227,7 +237,7 @@ def _user_entries(path: Path) -> dict[str, CatalogueEntry]:
     models = data.get("models", {})
     if not isinstance(models, Mapping):
         raise UsageError(f"{path}: [models] must be a table of model entries")
-    return {name: _user_entry(path, name, table) for name, table in models.items()}
+    return tuple((name, _user_entry(path, name, table)) for name, table in models.items())
 
 
 _ENTRY_KEYS = {"description", "template", "context_length", "aliases", "gguf", "onnx", "mlx"}
