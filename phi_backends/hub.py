@@ -189,16 +189,16 @@ def list_files(repo_id: str, *, revision: str | None = None) -> list[str]:
     """
     what = f"the file list of {repo_id}{_at_revision(revision)}"
     try:
-        from huggingface_hub import HfApi, constants
+        from huggingface_hub import HfApi
 
         if is_offline():
             from huggingface_hub import get_cached_repo_tree
 
             return sorted(entry.path for entry in get_cached_repo_tree(repo_id, revision=revision))
-        api = HfApi()
-        # model_info fails fast (no retries, with a timeout); list_repo_files would retry ~23 s.
-        api.model_info(repo_id, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
-        return sorted(api.list_repo_files(repo_id, revision=revision))
+        # model_info fails fast (no retries, with a timeout) and usually lists the files itself;
+        # list_repo_files, which would retry for ~23 s on a dead hub, is only the fallback.
+        files = _check_repo_on_hub(repo_id, revision)
+        return sorted(files if files is not None else HfApi().list_repo_files(repo_id, revision=revision))
     except Exception as exc:  # every failure becomes one DownloadError
         raise _translate(exc, what=what, repo_id=repo_id, revision=revision) from None
 

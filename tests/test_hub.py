@@ -278,14 +278,15 @@ def test_hub_server_error_is_reported_fast(hub: FakeHub) -> None:
     assert out.seconds < MAX_UNREACHABLE_SECONDS  # no retry with backoff
 
 
-@pytest.mark.parametrize(
-    ("fn", "args", "kwargs"),
-    [
-        ("download_file", (REPO, FILE), {}),
-        ("download_folder", (ONNX_REPO,), {"allow_patterns": [f"{CPU_DIR}/*"]}),
-        ("list_files", (REPO,), {}),
-    ],
-)
+#: One call of each public function that talks to the Hub.
+HUB_CALLS = [
+    ("download_file", (REPO, FILE), {}),
+    ("download_folder", (ONNX_REPO,), {"allow_patterns": [f"{CPU_DIR}/*"]}),
+    ("list_files", (REPO,), {}),
+]
+
+
+@pytest.mark.parametrize(("fn", "args", "kwargs"), HUB_CALLS)
 def test_unreachable_hub_fails_fast_with_what_to_do(
     hf_home: Path, monkeypatch: pytest.MonkeyPatch, fn: str, args: tuple[str, ...], kwargs: dict[str, Any]
 ) -> None:
@@ -303,14 +304,7 @@ def test_unreachable_hub_fails_fast_with_what_to_do(
     assert "Retrying" not in out.stderr
 
 
-@pytest.mark.parametrize(
-    ("fn", "args", "kwargs"),
-    [
-        ("download_file", (REPO, FILE), {}),
-        ("download_folder", (ONNX_REPO,), {"allow_patterns": [f"{CPU_DIR}/*"]}),
-        ("list_files", (REPO,), {}),
-    ],
-)
+@pytest.mark.parametrize(("fn", "args", "kwargs"), HUB_CALLS)
 def test_silent_hub_times_out_after_the_metadata_timeout(
     hf_home: Path, monkeypatch: pytest.MonkeyPatch, fn: str, args: tuple[str, ...], kwargs: dict[str, Any]
 ) -> None:
