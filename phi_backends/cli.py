@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"catalogue name, local path or hub repo id (default: {DEFAULT_MODEL}; offline: {OFFLINE_MODEL})",
     )
     run.add_argument("-b", "--backend", default=None, help="llama-cpp, onnx or mlx (default: chosen from the model)")
+    run.add_argument(
+        "--provider",
+        default=None,
+        help="ONNX Runtime GenAI execution provider: cpu, cuda, dml, ... (also picks a catalogue model's sub-folder)",
+    )
     run.add_argument("--system", default=None, help="a system message")
     run.add_argument(
         "--template", default=None, help="chat template: phi3, phi3.5, phi4, phi4-mini, chatml (default: the model's)"
@@ -121,6 +126,8 @@ def _fail(message: str, code: int) -> NoReturn:
 def _run(args: argparse.Namespace) -> int:
     config = _sampling_config(args)
     options = dict(_parse_option(item) for item in args.option)
+    if args.provider is not None and options.setdefault("provider", args.provider) != args.provider:
+        raise UsageError(f"--provider {args.provider} and -O provider={options['provider']} disagree; give one")
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if args.raw and args.system:
         raise UsageError("--system needs a chat template; drop --raw or put the system text in the prompt")

@@ -37,6 +37,7 @@ def test_help_lists_every_sampling_field() -> None:
         "--system",
         "--model",
         "--backend",
+        "--provider",
     ]:
         assert flag in out
 
@@ -58,6 +59,7 @@ def test_backends_without_plugins_say_how_to_install() -> None:
         (["run", "--model", "smollm2"], 1, "llama-cpp"),
         (["run", "--temperature", "-2"], 2, "temperature must be >= 0"),
         (["run", "--model", "nonexistent-model-name"], 2, "unknown model"),
+        (["run", "--provider", "cuda", "-O", "provider=cpu"], 2, "disagree"),
     ],
 )
 def test_errors_are_one_line(args: list[str], code: int, needle: str) -> None:
