@@ -209,11 +209,7 @@ class ReferenceSampler:
         import numpy as np
 
         cfg = self.config
-        x = np.array(logits, dtype=np.float64, copy=True)
-        window = np.unique(np.asarray(penalty_window(cfg, generated), dtype=np.int64))
-        if window.size:
-            seen = x[window]
-            x[window] = np.where(seen > 0, seen / cfg.repeat_penalty, seen * cfg.repeat_penalty)
+        x = self._penalized(logits, generated)
         if cfg.greedy:
             probs = np.zeros_like(x)
             probs[int(np.argmax(x))] = 1.0
@@ -225,10 +221,11 @@ class ReferenceSampler:
             keep &= x >= kth
         probs = _softmax(x, keep)
         if cfg.top_p is not None and cfg.top_p < 1.0:
-            order = np.argsort(-probs, kind="stable")
-            cumulative = np.cumsum(probs[order])
+            order, cumulative = _top_prefix(probs, cfg.top_p)
             cut = int(np.searchsorted(cumulative, cfg.top_p)) + 1  # include the token crossing top_p
-            keep[order[cut:]] = False
+            nucleus = np.zeros(x.shape, dtype=bool)
+            nucleus[order[:cut]] = True
+            keep &= nucleus
             probs = _softmax(x, keep)
         if cfg.min_p:
             keep &= probs >= cfg.min_p * probs.max()
@@ -236,10 +233,45 @@ class ReferenceSampler:
         return probs
 
     def sample(self, logits: np.ndarray, generated: Sequence[int]) -> int:
+        if self.config.greedy:  # the same choice as probabilities().argmax(), without the distribution
+            return int(self._penalized(logits, generated).argmax())
         probs = self.probabilities(logits, generated)
-        if self.config.greedy:
-            return int(probs.argmax())
         return int(self._rng.choice(probs.size, p=probs))
+
+    def _penalized(self, logits: np.ndarray, generated: Sequence[int]) -> np.ndarray:
+        import numpy as np
+
+        cfg = self.config
+        x = np.array(logits, dtype=np.float64, copy=True)
+        window = np.unique(np.asarray(penalty_window(cfg, generated), dtype=np.int64))
+        if window.size:
+            seen = x[window]
+            x[window] = np.where(seen > 0, seen / cfg.repeat_penalty, seen * cfg.repeat_penalty)
+        return x
+
+
+def _top_prefix(probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """The most likely tokens, in the order of a stable sort by falling probability, just far
+    enough to reach ``top_p``, with their cumulative sums.
+
+    The values are those of the full sort's prefix (same order, same additions), but only a few
+    hundred of the vocabulary's tokens are usually sorted: sorting all of a 200k vocabulary
+    every token cost more than the model step on small models.
+    """
+    import numpy as np
+
+    n = probs.size
+    m = 256
+    while m < n:
+        kth = np.partition(probs, n - m)[n - m]
+        candidates = np.flatnonzero(probs >= kth)  # every token tied with the m-th largest too
+        order = candidates[np.lexsort((candidates, -probs[candidates]))]
+        cumulative = np.cumsum(probs[order])
+        if cumulative[-1] >= top_p:
+            return order, cumulative
+        m *= 16
+    order = np.argsort(-probs, kind="stable")
+    return order, np.cumsum(probs[order])
 
 
 def _softmax(x: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -118,3 +118,32 @@ def test_same_seed_same_draws() -> None:
     assert [a.sample(logits, []) for _ in range(20)] == [b.sample(logits, []) for _ in range(20)]
     c = ReferenceSampler(SamplingConfig(), 8)
     assert [a.sample(logits, []) for _ in range(20)] != [c.sample(logits, []) for _ in range(20)]
+
+
+def _nucleus_by_full_sort(probs_: np.ndarray, top_p: float) -> set[int]:
+    """top_p the obvious way: sort the whole vocabulary (stable, so the lower id first on ties)."""
+    order = np.argsort(-probs_, kind="stable")
+    cut = int(np.searchsorted(np.cumsum(probs_[order]), top_p)) + 1
+    return set(order[:cut].tolist())
+
+
+@pytest.mark.parametrize("vocab", [7, 300, 32064, 200064])
+def test_top_p_sorts_only_the_head_but_keeps_what_a_full_sort_keeps(vocab: int) -> None:
+    rng = np.random.default_rng(vocab)
+    for case in range(12):
+        logits = rng.standard_normal(vocab) * [0.1, 1.0, 4.0][case % 3]
+        if case % 4 == 0:
+            logits[rng.integers(0, vocab, 40)] = logits.max()  # ties at the top
+        if case % 5 == 0:
+            logits = np.round(logits, 1)  # ties everywhere
+        for top_p in (0.3, 0.9, 0.999999):
+            got = ReferenceSampler(SamplingConfig(top_p=top_p), 0).probabilities(logits, [])
+            full = ReferenceSampler(SamplingConfig(), 0).probabilities(logits, [])
+            assert set(np.flatnonzero(got).tolist()) == _nucleus_by_full_sort(full, top_p)
+
+
+def test_greedy_sample_is_the_argmax_of_the_penalized_distribution() -> None:
+    logits = np.array([2.0, 2.2, -1.0, 2.1])
+    cfg = SamplingConfig(temperature=0.0, repeat_penalty=1.2)
+    sampler = ReferenceSampler(cfg, 0)
+    assert sampler.sample(logits, [1]) == sampler.probabilities(logits, [1]).argmax() == 3
