@@ -39,6 +39,9 @@ def load(
     availability = chosen.availability()
     if not availability.ok:
         raise BackendUnavailableError(f"backend {chosen.name!r} cannot run here: {availability.reason}")
+    validate = getattr(chosen, "validate_options", None)  # optional: see Backend's docstring
+    if callable(validate):
+        validate(options)  # an option that cannot work fails before anything is downloaded
     source = models.resolve(name, formats=chosen.formats, provider=options.get("provider"), progress=progress)
     engine = chosen.load(source, options)
     try:

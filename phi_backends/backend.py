@@ -81,7 +81,12 @@ class Engine(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """A plugin's backend: cheap to create; engines are imported only in :meth:`load`."""
+    """A plugin's backend: cheap to create; engines are imported only in :meth:`load`.
+
+    A backend may also define ``validate_options(options: Mapping[str, Any]) -> None``, which
+    :func:`phi_backends.load` calls before resolving (and perhaps downloading) the model, so that
+    an unknown option or an execution provider that cannot run here fails at once.
+    """
 
     name: str
     formats: tuple[str, ...]

@@ -37,6 +37,10 @@ class LlamaCppBackend:
     def availability(self) -> Availability:
         return self._availability
 
+    def validate_options(self, options: Mapping[str, Any]) -> None:
+        """Unknown or bad options fail before the model is resolved or downloaded."""
+        EngineOptions.parse(options, gpu="gpu" in self.availability().devices)
+
     def load(self, source: ModelSource, options: Mapping[str, Any]) -> Any:
         available = self.availability()
         if not available.ok:
