@@ -1,0 +1,102 @@
+"""The engine options the onnx backend accepts, validated, with onnxruntime-genai's meaning."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from phi_backends.errors import OptionError
+
+from .providers import canonical_provider
+
+#: ONNX Runtime's session log levels: 0 verbose ... 3 error, 4 fatal. Quiet by default, because
+#: onnxruntime prints its own (multi-line, coloured) error log on stderr next to the exception
+#: we turn into a one-line message.
+QUIET_LOG_LEVEL = 4
+VERBOSE_LOG_LEVEL = 1
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """onnxruntime-genai settings. ``None`` means "our default", documented per field."""
+
+    provider: str | None = None  # execution provider; default: genai_config.json's, else cpu
+    provider_options: tuple[tuple[str, str], ...] = ()  # passed to the provider (e.g. device_id)
+    max_length: int | None = None  # the longest prompt + generated sequence; default the model's context_length
+    threads: int | None = None  # onnxruntime intra-op threads; default onnxruntime's (the physical cores)
+    verbose: bool = False  # onnxruntime's own log on stderr
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> EngineOptions:
+        known = [f.name for f in fields(cls)]
+        values: dict[str, Any] = {}
+        for name, value in options.items():
+            if name not in known:
+                raise OptionError(f"the onnx backend has no option {name!r}; its options are: {', '.join(known)}")
+            if value is None:
+                continue
+            if name == "provider":
+                values[name] = canonical_provider(value)
+            elif name == "provider_options":
+                values[name] = _provider_options(value)
+            elif name == "verbose":
+                values[name] = _boolean(name, value)
+            else:
+                values[name] = _whole_number(name, value)
+        parsed = cls(**values)
+        if parsed.max_length is not None and parsed.max_length < 2:
+            raise OptionError(f"max_length must be at least 2, got {parsed.max_length}")
+        if parsed.threads is not None and parsed.threads < 1:
+            raise OptionError(f"threads must be at least 1, got {parsed.threads}")
+        return parsed
+
+    @property
+    def log_level(self) -> int:
+        return VERBOSE_LOG_LEVEL if self.verbose else QUIET_LOG_LEVEL
+
+
+def _provider_options(value: Any) -> tuple[tuple[str, str], ...]:
+    """A mapping, or its JSON text (``-O 'provider_options={"device_id": "1"}'``), of strings."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = None
+    if not isinstance(value, Mapping):
+        raise OptionError(
+            'provider_options must be a mapping of option names to values, e.g. {"device_id": "0"}, '
+            f"got {value!r:.80}"
+        )
+    pairs = []
+    for key, item in value.items():
+        if isinstance(item, bool):
+            text = "1" if item else "0"
+        elif isinstance(item, (str, int, float)):
+            text = str(item)
+        else:
+            raise OptionError(f"provider option {key!r} must be a string or a number, got {item!r:.80}")
+        pairs.append((str(key), text))
+    return tuple(pairs)
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    raise OptionError(f"option {name} must be true or false, got {value!r}")
+
+
+def _whole_number(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise OptionError(f"option {name} must be a whole number, got {value!r}")
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise OptionError(f"option {name} must be a whole number, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"option {name} must be a whole number, got {value!r}") from None
