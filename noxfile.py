@@ -129,7 +129,8 @@ def tests_llama_cpp(session: nox.Session) -> None:
 @nox.session(name="tests-onnx")
 def tests_onnx(session: nox.Session) -> None:
     install_test_deps(session)
-    session.install(*ONNX_ENGINE, "-e", ".", "-e", "plugins/onnx")
+    # llama.cpp too: prompt ids are compared with llama.cpp's for the same tokenizer.
+    session.install(*ONNX_ENGINE, llama_cpp_wheel(session), "-e", ".", "-e", "plugins/onnx", "-e", "plugins/llama-cpp")
     session.run("pytest", "plugins/onnx/tests", "--require-engines", *session.posargs)
 
 
