@@ -1,0 +1,46 @@
+"""The ``mlx`` backend object: cheap to create, imports MLX only when asked to."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+from phi_backends import Availability, ModelSource
+from phi_backends.errors import BackendUnavailableError
+from phi_backends.hf_tokenizer import read_hf_tokenizer
+
+from .devices import INSTALL_HINT, probe
+from .model_folder import check_custom_code, read_model_folder
+from .options import EngineOptions
+
+
+class MlxBackend:
+    name: str = "mlx"
+    formats: tuple[str, ...] = ("mlx",)
+    install_hint: str = INSTALL_HINT
+
+    @cached_property
+    def _availability(self) -> Availability:
+        return probe()
+
+    def availability(self) -> Availability:
+        return self._availability
+
+    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Any:
+        available = self.availability()
+        if not available.ok:
+            raise BackendUnavailableError(f"backend 'mlx' cannot run here: {available.reason}")
+        parsed = EngineOptions.parse(options, devices=available.devices)
+        # A bad folder is refused before mlx-lm (and transformers) is even imported: that takes seconds.
+        folder = read_model_folder(source.path)
+        check_custom_code(folder, trusted=parsed.trust_remote_code)
+        parsed.check_model(folder)
+        facts = read_hf_tokenizer(source.path)
+        try:
+            from .engine import MlxEngine
+        except Exception as exc:  # mlx-lm imports transformers and more; any of them may be broken
+            raise BackendUnavailableError(
+                f"backend 'mlx' cannot run here: mlx-lm cannot be imported ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
+            ) from None
+        return MlxEngine(source, parsed, folder, facts)

@@ -1,0 +1,201 @@
+"""A model folder loaded by mlx-lm, generating through mlx-lm's ``generate_step``.
+
+The core renders the chat template (the folder's own, sandboxed) and decides when to stop;
+here we load the weights and tokenizer with ``mlx_lm.load``, tokenize with the folder's
+Hugging Face tokenizer, and yield the ids ``generate_step`` samples with our own sampling
+pieces (:mod:`.sampling`).
+
+Device: every engine owns an MLX stream on the device it was asked for, and runs everything
+(loading, prompt processing, decoding) on it: ``generate_step`` takes the stream as an
+argument. So the device a model runs on does not depend on MLX's process-wide default device
+or on when mlx-lm was imported (mlx-lm builds its own module-level stream on whatever the
+default device is at import time), and two models on different devices can live in one
+process. We never change the process-wide default.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import mlx.core as mx
+import mlx_lm
+from mlx_lm.generate import generate_step, wired_limit
+from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.utils import _get_classes
+
+from phi_backends import EngineInfo, ModelSource, SamplingConfig
+from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
+from phi_backends.hf_tokenizer import HFTokenizerFacts
+from phi_backends.template_sources import read_folder_template
+
+from .model_folder import DEFAULT_CONTEXT, ModelFolder
+from .options import EngineOptions
+from .sampling import SamplingPlan
+
+MLX_LM_VERSION = importlib.metadata.version("mlx-lm")
+
+
+class MlxEngine:
+    def __init__(
+        self, source: ModelSource, options: EngineOptions, folder: ModelFolder, facts: HFTokenizerFacts
+    ) -> None:
+        """``folder`` and ``facts`` were read and checked by the backend before mlx-lm was imported."""
+        _check_architecture(folder)
+        template = read_folder_template(source.path)
+        self._options = options
+        self._device = mx.gpu if options.device == "gpu" else mx.cpu
+        self._stream = mx.new_thread_local_stream(self._device)
+        self._model: Any = None
+        self._model, tokenizer = self._load(folder, options)
+        self._tokenizer = tokenizer._tokenizer  # the Hugging Face tokenizer inside mlx-lm's wrapper
+        self._token_bytes = facts.token_bytes
+        bos_id = facts.bos_token_id if facts.bos_token_id is not None else tokenizer.bos_token_id
+        self._bos_id: int | None = bos_id
+        # What mlx-lm stops at: generation_config.json's (else config.json's) eos_token_id,
+        # plus the tokenizer's EOS token.
+        eos_ids = {int(i) for i in tokenizer.eos_token_ids}
+        if facts.eos_token_id is not None:
+            eos_ids.add(facts.eos_token_id)
+        self._info = EngineInfo(
+            context_length=options.n_ctx or folder.context_length or DEFAULT_CONTEXT,
+            vocab_size=folder.vocab_size or facts.vocab_size,
+            add_bos=facts.add_bos and bos_id is not None,
+            bos_token=facts.bos_token or template.bos_token,
+            eos_token=facts.eos_token or template.eos_token,
+            eog_token_ids=frozenset(eos_ids),
+            chat_template=template.source,
+            strip_leading_space=facts.strip_leading_space,
+            architecture=folder.model_type,
+            metadata={
+                "folder": str(source.path),
+                "device": options.device,
+                "quantization": dict(folder.quantization) if folder.quantization else None,
+                "n_ctx_train": folder.context_length,
+                "kv_bits": options.kv_bits,
+                "max_kv_size": options.max_kv_size,
+                "mlx_lm": MLX_LM_VERSION,
+            },
+        )
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    @property
+    def stream(self) -> Any:
+        """The MLX stream (on this engine's device) that every computation of this model runs on."""
+        return self._stream
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        self._check_open()
+        ids = [int(i) for i in self._tokenizer.encode(text, add_special_tokens=False)]
+        if add_bos and self._bos_id is not None:
+            ids.insert(0, self._bos_id)
+        return ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        table = self._token_bytes
+        return table[token_id] if 0 <= token_id < len(table) else b""  # ids past the tokenizer: padding rows
+
+    def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
+        model = self._check_open()
+        if not prompt_ids:
+            raise GenerationError("the prompt has no tokens; give a non-empty prompt")
+        options = self._options
+        plan = SamplingPlan(config, seed, len(prompt_ids))
+        with mx.stream(self._stream):
+            prompt = mx.array(list(prompt_ids), dtype=mx.int32)
+        steps = generate_step(
+            prompt,
+            model,
+            self._stream,
+            max_tokens=-1,  # the core decides when to stop
+            sampler=plan.sampler,
+            logits_processors=plan.logits_processors,
+            prompt_cache=make_prompt_cache(model, max_kv_size=options.max_kv_size),  # fresh: nothing carries over
+            max_kv_size=options.max_kv_size,
+            prefill_step_size=options.prefill_step_size,
+            kv_bits=options.kv_bits,
+            kv_group_size=options.kv_group_size,
+            quantized_kv_start=options.quantized_kv_start,
+        )
+        streams: list[Any] = [self._stream]
+        outside = _Defaults(self._device)
+        with wired_limit(model, streams):  # what mlx-lm's stream_generate does (Metal only)
+            try:
+                for token, _logprobs in steps:
+                    # generate_step holds `with mx.stream(ours)` open across its yields: while we are
+                    # suspended, the caller's thread must see its own default stream, not ours.
+                    # (Every step it computes opens our stream again.)
+                    outside.restore()
+                    yield int(token)  # generate_step yields Python ints (its annotation says arrays)
+            finally:
+                steps.close()
+                outside.restore()
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model = None
+            mx.clear_cache()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_open(self) -> Any:
+        if self._model is None:
+            raise GenerationError("this MLX model was closed; load it again")
+        return self._model
+
+    def _load(self, folder: ModelFolder, options: EngineOptions) -> tuple[Any, Any]:
+        try:
+            with mx.stream(self._stream):
+                loaded = mlx_lm.load(
+                    str(folder.path),
+                    tokenizer_config={"trust_remote_code": options.trust_remote_code},
+                    model_config=dict(folder.config_overrides) or None,
+                    trust_remote_code=options.trust_remote_code,
+                )
+        except MemoryError:
+            raise RuntimeFailure(f"not enough memory to load {folder.path.name} with MLX") from None
+        except Exception as exc:  # mlx-lm raises ValueError, KeyError, TypeError, OSError, RuntimeError...
+            raise ModelFormatError(
+                f"mlx-lm {MLX_LM_VERSION} could not load {folder.path}: {_reason(exc)}; "
+                "check that config.json matches the weights, or re-download or re-convert the model"
+            ) from None
+        model, tokenizer = loaded[0], loaded[1]
+        return model, tokenizer
+
+
+class _Defaults:
+    """The calling thread's default device and default streams, to put back."""
+
+    def __init__(self, engine_device: Any) -> None:
+        self._device = mx.default_device()
+        devices = [self._device] if mx.Device(engine_device) == self._device else [self._device, engine_device]
+        self._streams = [mx.default_stream(d) for d in devices]
+
+    def restore(self) -> None:
+        mx.set_default_device(self._device)
+        for stream in self._streams:  # each is the default of its own device
+            mx.set_default_stream(stream)
+
+
+def _check_architecture(folder: ModelFolder) -> None:
+    """mlx-lm has a class for the folder's model_type (or the folder brings its own, when trusted)."""
+    if folder.config.get("model_file") is not None:
+        return  # allowed by trust_remote_code (model_folder.check_custom_code); mlx-lm imports it
+    try:
+        _get_classes(dict(folder.config))  # imports mlx_lm.models.<model_type> (after mlx-lm's renames)
+    except Exception:
+        raise ModelFormatError(
+            f"{folder.path / 'config.json'}: model_type {folder.model_type!r} is not an architecture mlx-lm "
+            f"{MLX_LM_VERSION} can run; use another backend, or a phi-backends-mlx whose mlx-lm supports it"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

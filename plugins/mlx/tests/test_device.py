@@ -1,0 +1,100 @@
+"""The device option and what `phi-backends backends` says about MLX on this machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+from phi_backends_mlx import MlxBackend
+
+import phi_backends as pb
+from phi_backends.errors import OptionError
+from phi_backends.testing import GREEDY, HAIKU, SCRIPT_TEXT
+
+CLI = str(Path(sys.executable).parent / "phi-backends")
+HAS_GPU = bool(mx.is_available(mx.gpu))
+
+
+def test_availability_names_metal_and_the_device_used() -> None:
+    available = MlxBackend().availability()
+    assert available.ok, available.reason
+    assert "mlx-lm 0.32." in available.reason
+    if mx.metal.is_available():
+        assert available.devices == ("gpu", "cpu") and "Metal is available" in available.reason
+    elif HAS_GPU:
+        assert available.devices == ("gpu", "cpu") and "CUDA is available" in available.reason
+    else:
+        assert available.devices == ("cpu",)
+        assert "Metal is not available" in available.reason and "device=cpu" in available.reason
+
+
+def test_backends_command_prints_reason_and_devices() -> None:
+    rows = json.loads(subprocess.run([CLI, "backends", "--json"], capture_output=True, text=True, timeout=60).stdout)
+    row = next(r for r in rows if r["name"] == "mlx")
+    available = MlxBackend().availability()
+    assert row["available"] and row["formats"] == ["mlx"]
+    assert tuple(row["devices"]) == available.devices
+    table = subprocess.run([CLI, "backends"], capture_output=True, text=True, timeout=60).stdout
+    assert available.reason in table
+
+
+def test_default_device_is_the_best_one(tiny_phi3_mlx: Path) -> None:
+    with pb.load(str(tiny_phi3_mlx), backend="mlx") as gen:
+        assert gen.info.metadata["device"] == ("gpu" if HAS_GPU else "cpu")
+
+
+def test_cpu_device_runs_on_its_own_stream_and_leaves_mlx_defaults_alone(tiny_phi3_mlx: Path) -> None:
+    default_device = mx.default_device()
+    with pb.load(str(tiny_phi3_mlx), backend="mlx", device="cpu") as gen:
+        engine = gen._engine
+        assert gen.info.metadata["device"] == "cpu"
+        assert engine.stream.device == mx.Device(mx.cpu)  # type: ignore[attr-defined]
+        assert gen.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
+    assert mx.default_device() == default_device, "loading a model never changes MLX's default device"
+
+
+def test_gpu_runs_beside_cpu_or_is_refused_where_there_is_none(tiny_phi3_mlx: Path) -> None:
+    """With a GPU: a model on it and one on the CPU in one process (after mlx-lm was imported),
+    each on its own device. Without: device=gpu is a usage error, not a silent fall-back."""
+    if not HAS_GPU:
+        with pytest.raises(OptionError, match=r"device 'gpu' is not available .*has: cpu.*device=cpu"):
+            pb.load(str(tiny_phi3_mlx), backend="mlx", device="gpu")
+        return
+    with (
+        pb.load(str(tiny_phi3_mlx), backend="mlx", device="gpu") as gpu,
+        pb.load(str(tiny_phi3_mlx), backend="mlx", device="cpu") as cpu,
+    ):
+        assert gpu._engine.stream.device == mx.Device(mx.gpu)  # type: ignore[attr-defined]
+        assert cpu._engine.stream.device == mx.Device(mx.cpu)  # type: ignore[attr-defined]
+        assert gpu.generate(HAIKU, GREEDY).text == cpu.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"device": "tpu"}, "device must be one of gpu, cpu"),
+        ({"n_gpu_layers": -1}, "no option 'n_gpu_layers'; its options are: device, n_ctx"),
+        ({"kv_bits": 7}, "kv_bits must be one of"),
+        ({"kv_bits": 4, "max_kv_size": 256}, "exclude each other"),
+        ({"n_ctx": "lots"}, "n_ctx must be a whole number"),
+        ({"trust_remote_code": "maybe"}, "true or false"),
+    ],
+)
+def test_bad_options_are_usage_errors(tiny_phi3_mlx: Path, options: dict[str, object], match: str) -> None:
+    with pytest.raises(OptionError, match=match):
+        pb.load(str(tiny_phi3_mlx), backend="mlx", **options)
+
+
+def test_cli_device_option_errors_exit_2(tiny_phi3_mlx: Path) -> None:
+    result = subprocess.run(
+        [CLI, "run", "--backend", "mlx", "--model", str(tiny_phi3_mlx), "--option", "device=tpu", "hi"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "device must be one of gpu, cpu" in result.stderr
