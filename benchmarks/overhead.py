@@ -6,6 +6,8 @@ first token for llama-cpp-python's own streaming loop and for phi_backends strea
 ratio of their medians.
 
     python benchmarks/overhead.py [--model smollm2] [--tokens 256] [--rounds 6]
+    python benchmarks/overhead.py --backend mlx [--model smollm2|tiny_phi3|FOLDER] --tokens 48 --rounds 4
+    python benchmarks/overhead.py --backend onnx [--model smollm2|tiny_phi3|FOLDER] [--precision int4]
 """
 
 from __future__ import annotations
@@ -43,7 +45,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--flash-attn", action="store_true")
+    parser.add_argument("--backend", choices=("llama-cpp", "mlx", "onnx"), default="llama-cpp")
+    parser.add_argument("--precision", choices=("int4", "fp32"), default="int4", help="onnx: which test folder")
+    parser.add_argument(
+        "--emulated",
+        action="store_true",
+        help="onnx: time phi_backends' emulated sampling path (greedy via ReferenceSampler)",
+    )
     args = parser.parse_args()
+    if args.backend == "mlx":
+        return mlx_overhead(args)
+    if args.backend == "onnx":
+        return onnx_overhead(args)
 
     import llama_cpp
 
@@ -91,6 +104,116 @@ def main() -> None:
               f"first token {ttft * 1000:6.1f} ms, {runs[0][2]} chunks")  # fmt: skip
     ratio = medians["phi_backends"][1] / medians["llama-cpp-python"][1]
     print(f"ratio (phi_backends / llama-cpp-python decode tokens/s): {ratio:.3f}  (goal >= 0.99)")
+    gen.close()
+
+
+def mlx_overhead(args: argparse.Namespace) -> None:
+    """``--backend mlx``: mlx-lm's own ``stream_generate`` (greedy) against phi_backends streaming,
+    same folder, same prompt ids (raw mode: no template), same default device, ABBA rounds."""
+    from pathlib import Path
+
+    import mlx_lm
+    from phi_backends_mlx.model_folder import read_model_folder
+
+    path = Path(args.model)
+    if not path.is_dir():  # a test model name: its float32 folder from tests/fixtures
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.fixtures.hf_models import mlx_model
+
+        path = mlx_model(args.model)
+    gen = pb.load(str(path), backend="mlx")
+    # the same config fix-ups phi_backends applies (transformers 5 nests rope_theta), or the two
+    # sides would run different models
+    model, tokenizer = mlx_lm.load(str(path), model_config=dict(read_model_folder(path).config_overrides) or None)
+    prompt = "Once upon a time there was a hockey team that played on a frozen lake every winter"  # no EOS soon
+    prompt_ids = gen.prompt_ids(prompt, template=None)
+    cfg = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0, max_tokens=args.tokens)
+
+    def theirs() -> Iterable[Any]:
+        return mlx_lm.stream_generate(model, tokenizer, prompt_ids, max_tokens=args.tokens)
+
+    def ours() -> Iterable[Any]:
+        return (c for c in gen.stream(prompt, cfg, template=None) if c.finish_reason is None)
+
+    sides: dict[str, list[tuple[float, float, int]]] = {"mlx-lm": [], "phi_backends": []}
+    measure(theirs), measure(ours)  # warm up both
+    for i in range(args.rounds):
+        order = [("mlx-lm", theirs), ("phi_backends", ours)]
+        for name, fn in order if i % 2 == 0 else reversed(order):
+            sides[name].append(measure(fn))
+    print(f"model {path.name}, {len(prompt_ids)} prompt ids, {args.tokens} new tokens, greedy, "
+          f"device {gen.info.metadata['device']}, {args.rounds} interleaved rounds")  # fmt: skip
+    rates = {}
+    for name, runs in sides.items():
+        rates[name] = statistics.median(r[1] for r in runs)
+        ttft = statistics.median(r[0] for r in runs)
+        print(f"  {name:<13} decode {rates[name]:7.2f} tok/s (runs: {', '.join(f'{r[1]:.2f}' for r in runs)}), "
+              f"first token {ttft * 1000:7.1f} ms, {runs[0][2]} chunks")  # fmt: skip
+    ratio = rates["phi_backends"] / rates["mlx-lm"]
+    print(f"ratio (phi_backends / mlx-lm decode tokens/s): {ratio:.3f}  (goal >= 0.99)")
+    gen.close()
+
+
+def onnx_overhead(args: argparse.Namespace) -> None:
+    """``--backend onnx``: onnxruntime-genai's own token loop (greedy ``generate_next_token`` and a
+    ``TokenizerStream`` decoding each token, as its examples do) against phi_backends streaming:
+    same folder, same prompt ids, same thread setting, a fresh og.Generator per run on both sides."""
+    from pathlib import Path
+
+    import onnxruntime_genai as og
+
+    path = Path(args.model)
+    if not path.is_dir():  # a test model name: its cached ONNX folder from tests/fixtures
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.fixtures.hf_models import onnx_model
+
+        path = onnx_model(args.model, args.precision)
+    gen = pb.load(str(path), backend="onnx", threads=args.threads)
+    config = og.Config(str(path))
+    if args.threads:
+        config.overlay(f'{{"model": {{"decoder": {{"session_options": {{"intra_op_num_threads": {args.threads}}}}}}}}}')
+    model = og.Model(config)
+    tokenizer = og.Tokenizer(model)
+    prompt_ids = gen.prompt_ids(PROMPT)
+    # A penalty a hair above 1 sends phi_backends down its emulated path (logits -> ReferenceSampler ->
+    # forced token) while leaving the greedy choices as they are.
+    cfg = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.000001 if args.emulated else 1.0, max_tokens=args.tokens)
+
+    def theirs() -> Iterable[Any]:
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=len(prompt_ids) + args.tokens)
+        generator = og.Generator(model, params)
+        generator.append_tokens(prompt_ids)
+        stream = tokenizer.create_stream()
+        while not generator.is_done():
+            generator.generate_next_token()
+            yield stream.decode(int(generator.get_next_tokens()[0]))
+
+    def ours() -> Iterable[Any]:
+        return (c for c in gen.stream(PROMPT, cfg) if c.finish_reason is None)
+
+    sides: dict[str, list[tuple[float, float, int]]] = {"onnxruntime-genai": [], "phi_backends": []}
+    measure(theirs), measure(ours)  # warm up both
+    for i in range(args.rounds):
+        order = [("onnxruntime-genai", theirs), ("phi_backends", ours)]
+        for name, fn in order if i % 2 == 0 else reversed(order):
+            sides[name].append(measure(fn))
+    print(f"model {path.name}, {len(prompt_ids)} prompt ids, {args.tokens} new tokens, greedy, "
+          f"provider {gen.info.metadata['provider']}, threads {args.threads or 'default'}, "
+          f"phi_backends path {'emulated' if args.emulated else 'engine greedy'}, "
+          f"{args.rounds} interleaved rounds")  # fmt: skip
+    rates = {}
+    for name, runs in sides.items():
+        rates[name] = statistics.median(r[1] for r in runs)
+        ttft = statistics.median(r[0] for r in runs)
+        print(f"  {name:<17} decode {rates[name]:7.1f} tok/s (runs: {', '.join(f'{r[1]:.0f}' for r in runs)}), "
+              f"first token {ttft * 1000:6.1f} ms, {runs[0][2]} chunks")  # fmt: skip
+    ratio = rates["phi_backends"] / rates["onnxruntime-genai"]
+    print(f"ratio (phi_backends / onnxruntime-genai decode tokens/s): {ratio:.3f}  (goal >= 0.99)")
     gen.close()
 
 
