@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from phi_backends.engine_options import option_values
 from phi_backends.errors import OptionError
 
 #: Our default context window when the caller gives none: the model's own, capped (a 128k
@@ -42,15 +43,7 @@ class EngineOptions:
 
     @classmethod
     def parse(cls, options: Mapping[str, Any], *, gpu: bool) -> EngineOptions:
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, value in options.items():
-            if name == "provider":  # a cross-backend option the core passes through; llama.cpp has none
-                continue
-            if name not in known:
-                raise OptionError(f"the llama-cpp backend has no option {name!r}; its options are: {', '.join(known)}")
-            values[name] = _coerce(name, value, known[name].type)
-        parsed = cls(**values)
+        parsed = cls(**option_values(cls, options, backend="llama-cpp"))
         if parsed.n_ctx is not None and parsed.n_ctx < 16:
             raise OptionError(f"n_ctx must be at least 16, got {parsed.n_ctx}")
         for name in ("n_batch", "n_ubatch"):
@@ -64,24 +57,3 @@ class EngineOptions:
     @property
     def threads(self) -> int:
         return self.n_threads or _cpu_count()
-
-
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    text = str(annotation)
-    if value is None and "None" in text:
-        return None
-    if "bool" in text:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise OptionError(f"option {name} must be true or false, got {value!r}")
-    target = float if "float" in text else int
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return target(value)
-    except (TypeError, ValueError):
-        raise OptionError(
-            f"option {name} must be {'a number' if target is float else 'a whole number'}, got {value!r}"
-        ) from None

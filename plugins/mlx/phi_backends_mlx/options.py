@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from phi_backends.engine_options import option_values
 from phi_backends.errors import OptionError
 
 from .model_folder import ModelFolder
@@ -32,16 +33,8 @@ class EngineOptions:
     @classmethod
     def parse(cls, options: Mapping[str, Any], *, devices: tuple[str, ...]) -> EngineOptions:
         """Validate ``options``; ``devices`` are those this machine offers, best first."""
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, value in options.items():
-            if name == "provider":  # a cross-backend option the core passes through; MLX has none
-                continue
-            if name not in known:
-                raise OptionError(f"the mlx backend has no option {name!r}; its options are: {', '.join(known)}")
-            values[name] = _coerce(name, value, known[name].type)
-        parsed = cls(**values)
-        device = parsed.device or devices[0]
+        values = option_values(cls, options, backend="mlx")
+        device = str(values.get("device") or devices[0]).lower()
         if device not in DEVICES:
             raise OptionError(f"option device must be one of {', '.join(DEVICES)}, got {device!r}")
         if device not in devices:
@@ -80,25 +73,3 @@ class EngineOptions:
             raise OptionError(f"quantized_kv_start must be >= 0, got {self.quantized_kv_start}")
         if self.kv_bits is not None and self.max_kv_size is not None:
             raise OptionError("kv_bits and max_kv_size exclude each other (mlx-lm cannot quantize a rotating KV cache)")
-
-
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    text = str(annotation)
-    if value is None and "None" in text:
-        return None
-    if "bool" in text:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise OptionError(f"option {name} must be true or false, got {value!r}")
-    if "str" in text:
-        if isinstance(value, str):
-            return value.strip().lower()
-        raise OptionError(f"option {name} must be a string, got {value!r}")
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        return int(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"option {name} must be a whole number, got {value!r}") from None

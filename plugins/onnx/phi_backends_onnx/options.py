@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from phi_backends.engine_options import option_values
 from phi_backends.errors import OptionError
 
 from .providers import canonical_provider
@@ -30,22 +31,8 @@ class EngineOptions:
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> EngineOptions:
-        known = [f.name for f in fields(cls)]
-        values: dict[str, Any] = {}
-        for name, value in options.items():
-            if name not in known:
-                raise OptionError(f"the onnx backend has no option {name!r}; its options are: {', '.join(known)}")
-            if value is None:
-                continue
-            if name == "provider":
-                values[name] = canonical_provider(value)
-            elif name == "provider_options":
-                values[name] = _provider_options(value)
-            elif name == "verbose":
-                values[name] = _boolean(name, value)
-            else:
-                values[name] = _whole_number(name, value)
-        parsed = cls(**values)
+        converters = {"provider": lambda _name, value: canonical_provider(value), "provider_options": _provider_options}
+        parsed = cls(**option_values(cls, options, backend="onnx", converters=converters))
         if parsed.max_length is not None and parsed.max_length < 2:
             raise OptionError(f"max_length must be at least 2, got {parsed.max_length}")
         if parsed.threads is not None and parsed.threads < 1:
@@ -57,7 +44,7 @@ class EngineOptions:
         return VERBOSE_LOG_LEVEL if self.verbose else QUIET_LOG_LEVEL
 
 
-def _provider_options(value: Any) -> tuple[tuple[str, str], ...]:
+def _provider_options(_name: str, value: Any) -> tuple[tuple[str, str], ...]:
     """A mapping, or its JSON text (``-O 'provider_options={"device_id": "1"}'``), of strings."""
     if isinstance(value, str):
         try:
@@ -79,24 +66,3 @@ def _provider_options(value: Any) -> tuple[tuple[str, str], ...]:
             raise OptionError(f"provider option {key!r} must be a string or a number, got {item!r:.80}")
         pairs.append((str(key), text))
     return tuple(pairs)
-
-
-def _boolean(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value.lower() in ("1", "true", "yes", "on")
-    raise OptionError(f"option {name} must be true or false, got {value!r}")
-
-
-def _whole_number(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise OptionError(f"option {name} must be a whole number, got {value!r}")
-    if isinstance(value, float):
-        if value.is_integer():
-            return int(value)
-        raise OptionError(f"option {name} must be a whole number, got {value!r}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"option {name} must be a whole number, got {value!r}") from None
