@@ -19,7 +19,6 @@ The files are untrusted input: size-bounded, type-checked, and every failure is 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelFormatError
+from .json_files import read_json_object
 
 __all__ = ["HFTokenizerFacts", "read_hf_tokenizer", "token_text"]
 
@@ -78,8 +78,6 @@ def token_text(value: Any) -> str | None:
 
 @lru_cache(maxsize=8)
 def _read(path: Path, mtime_ns: int, size: int) -> HFTokenizerFacts:
-    if size > MAX_TOKENIZER_BYTES:
-        raise ModelFormatError(f"{path} is {size} bytes, too large for a tokenizer; re-download the model")
     data = _json_object(path, required=True)
     model = _table(data, "model", path)
     model_type = str(model.get("type", "BPE"))
@@ -135,14 +133,7 @@ def _json_object(path: Path, *, required: bool = False) -> dict[str, Any]:
         if required:
             raise ModelFormatError(f"{path} is missing; re-download the model")
         return {}
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelFormatError(f"{path} is not valid JSON ({reason}); re-download the model") from None
-    if not isinstance(data, dict):
-        raise ModelFormatError(f"{path} should hold a JSON object; re-download the model")
-    return data
+    return read_json_object(path, max_bytes=MAX_TOKENIZER_BYTES, fix="re-download the model")
 
 
 def _table(data: Mapping[str, Any], key: str, path: Path) -> Mapping[str, Any]:

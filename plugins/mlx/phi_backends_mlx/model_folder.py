@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from phi_backends.errors import ModelFormatError
+from phi_backends.json_files import read_json_object
 
 __all__ = ["ModelFolder", "check_custom_code", "read_model_folder"]
 
@@ -122,16 +123,7 @@ def _config(path: Path) -> dict[str, Any]:
             f"{path.parent} has no config.json; an MLX model folder holds config.json, model*.safetensors "
             "and the tokenizer files (convert a model with mlx_lm.convert or download one)"
         )
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ModelFormatError(f"{path} is too large to be a model config; re-download the model")
-        data = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelFormatError(f"{path} is not valid JSON ({reason}); re-download or fix the file") from None
-    if not isinstance(data, dict):
-        raise ModelFormatError(f"{path} should hold a JSON object; re-download or fix the file")
-    return data
+    return read_json_object(path, max_bytes=MAX_CONFIG_BYTES, fix="re-download or fix the file")
 
 
 def _weights(folder: Path) -> tuple[Path, ...]:

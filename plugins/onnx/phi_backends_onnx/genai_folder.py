@@ -9,7 +9,6 @@ what to do. Everything read is untrusted input: sizes are bounded and types chec
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from phi_backends.errors import ModelFormatError
+from phi_backends.json_files import read_json_object
 
 from .onnx_external_data import NotOnnxError, external_data_refs
 
@@ -51,7 +51,7 @@ def read_genai_folder(folder: Path) -> GenaiFolder:
             f"{folder} has no {CONFIG_NAME}, so it is not an ONNX Runtime GenAI model folder; "
             "point at the folder that holds genai_config.json (for published models, the sub-folder for your provider)"
         )
-    config = _load_json(path)
+    config = read_json_object(path, max_bytes=MAX_CONFIG_BYTES, fix=_REDOWNLOAD)
     model = _table(config, "model", path)
     decoder = _table(model, "decoder", path, where="model.")
     for part in _MULTIMODAL_PARTS:
@@ -91,20 +91,6 @@ def read_genai_folder(folder: Path) -> GenaiFolder:
 
 
 # -- genai_config.json ----------------------------------------------------------------------------
-
-
-def _load_json(path: Path) -> Mapping[str, Any]:
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ModelFormatError(f"{path} is {size} bytes, too large for a genai_config.json; {_REDOWNLOAD}")
-        data = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ModelFormatError(f"{path} is not valid JSON ({reason}); {_REDOWNLOAD}") from None
-    if not isinstance(data, dict):
-        raise ModelFormatError(f"{path} should hold a JSON object; {_REDOWNLOAD}")
-    return data
 
 
 def _table(data: Mapping[str, Any], key: str, path: Path, where: str = "") -> Mapping[str, Any]:
