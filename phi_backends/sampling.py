@@ -117,6 +117,11 @@ class SamplingConfig:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def penalizes(self) -> bool:
+        """Whether the repetition penalty changes anything (``repeat_penalty`` 1.0 or an empty window: no)."""
+        return self.repeat_penalty != 1.0 and self.repeat_last_n != 0
+
     def resolved_seed(self) -> int:
         """The seed for one call: the configured one, or a fresh random 32-bit seed."""
         return self.seed if self.seed is not None else secrets.randbits(32)
@@ -183,7 +188,7 @@ def _stop_strings(stop: str | Iterable[str]) -> tuple[str, ...]:
 
 def penalty_window(config: SamplingConfig, generated: Sequence[int]) -> Sequence[int]:
     """The generated tokens that the repetition penalty looks at (most recent last)."""
-    if config.repeat_penalty == 1.0 or config.repeat_last_n == 0:
+    if not config.penalizes:
         return ()
     if config.repeat_last_n == -1:
         return generated

@@ -175,7 +175,7 @@ class LlamaCppEngine:
         chain = llama_cpp.llama_sampler_chain_init(params)
         add = llama_cpp.llama_sampler_chain_add
         window = self._info.context_length if config.repeat_last_n == -1 else config.repeat_last_n
-        if config.repeat_penalty != 1.0 and window > 0:
+        if config.penalizes:
             # Only sampled tokens are ever passed to accept(), so the window never sees the prompt.
             add(
                 chain,

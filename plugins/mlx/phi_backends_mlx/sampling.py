@@ -72,7 +72,7 @@ def filtered_logits(config: SamplingConfig, logits: Any, generated: Any) -> Any:
 
 
 def _penalty_window(config: SamplingConfig, generated: Any) -> Any | None:
-    if config.repeat_penalty == 1.0 or config.repeat_last_n == 0 or generated.size == 0:
+    if not config.penalizes or generated.size == 0:
         return None
     if config.repeat_last_n == -1 or generated.size <= config.repeat_last_n:
         return generated
@@ -100,8 +100,7 @@ class SamplingPlan:
     (both None on the native greedy path)."""
 
     def __init__(self, config: SamplingConfig, seed: int, prompt_length: int) -> None:
-        penalised = config.repeat_penalty != 1.0 and config.repeat_last_n != 0
-        self.native = config.greedy and not penalised
+        self.native = config.greedy and not config.penalizes
         self.sampler: Callable[[Any], Any] | None = None
         self.logits_processors: list[LogitsProcessor] | None = None
         if self.native:
