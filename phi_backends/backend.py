@@ -47,6 +47,7 @@ class EngineInfo:
     eos_token: str | None
     eog_token_ids: frozenset[int]
     chat_template: str | None = None  # the model file's own template: untrusted input
+    chat_template_error: str | None = None  # why the model's template could not be read, if it could not
     strip_leading_space: bool = False  # SentencePiece: drop the space of the first piece
     architecture: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)

@@ -192,8 +192,10 @@ class Generator:
             return template
         if template == AUTO:
             if self.template is None:
+                error = self._engine.info.chat_template_error
+                because = f" ({error})" if error else ""
                 raise UsageError(
-                    f"{self.model} has no chat template phi-backends can use; pass a template name "
+                    f"{self.model} has no chat template phi-backends can use{because}; pass a template name "
                     "(phi3, phi3.5, phi4, phi4-mini, chatml) or use raw mode (template=None, --raw)"
                 )
             return self.template

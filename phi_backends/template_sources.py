@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TemplateError
+from .hf_tokenizer import token_text
 
-__all__ = ["FolderTemplate", "read_folder_template"]
+__all__ = ["FolderTemplate", "folder_chat_template", "read_folder_template"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class FolderTemplate:
 def read_folder_template(folder: Path) -> FolderTemplate:
     """The chat template and special-token texts of a Hugging Face model folder."""
     config = _json(folder / "tokenizer_config.json")
-    bos, eos = _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
+    bos, eos = token_text(config.get("bos_token")), token_text(config.get("eos_token"))
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
         return FolderTemplate(_text(jinja), bos, eos, jinja.name)
@@ -46,6 +47,16 @@ def read_folder_template(folder: Path) -> FolderTemplate:
             _pick(config["chat_template"], folder / "tokenizer_config.json"), bos, eos, "tokenizer_config.json"
         )
     return FolderTemplate(None, bos, eos, "")
+
+
+def folder_chat_template(folder: Path) -> tuple[str | None, str | None]:
+    """The folder's template source, or None and why: for :attr:`EngineInfo.chat_template` and
+    ``chat_template_error``. A broken template file does not stop a model from loading: a
+    built-in template or raw mode still works, and the reason is shown if the template is needed."""
+    try:
+        return read_folder_template(folder).source, None
+    except TemplateError as exc:
+        return None, str(exc)
 
 
 def _text(path: Path) -> str:
@@ -82,11 +93,3 @@ def _pick(value: Any, path: Path) -> str:
     raise TemplateError(
         f"{path} has a chat_template that is neither a string nor a list with a 'default' entry; pass --template NAME"
     )
-
-
-def _token_text(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return str(value["content"])
-    return None

@@ -28,7 +28,7 @@ from mlx_lm.utils import _get_classes
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
 from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
 from phi_backends.hf_tokenizer import HFTokenizerFacts
-from phi_backends.template_sources import read_folder_template
+from phi_backends.template_sources import folder_chat_template
 
 from .model_folder import DEFAULT_CONTEXT, ModelFolder
 from .options import EngineOptions
@@ -43,7 +43,7 @@ class MlxEngine:
     ) -> None:
         """``folder`` and ``facts`` were read and checked by the backend before mlx-lm was imported."""
         _check_architecture(folder)
-        template = read_folder_template(source.path)
+        template, template_error = folder_chat_template(source.path)
         self._options = options
         self._device = mx.gpu if options.device == "gpu" else mx.cpu
         self._stream = mx.new_thread_local_stream(self._device)
@@ -62,10 +62,11 @@ class MlxEngine:
             context_length=options.n_ctx or folder.context_length or DEFAULT_CONTEXT,
             vocab_size=folder.vocab_size or facts.vocab_size,
             add_bos=facts.add_bos and bos_id is not None,
-            bos_token=facts.bos_token or template.bos_token,
-            eos_token=facts.eos_token or template.eos_token,
+            bos_token=facts.bos_token,
+            eos_token=facts.eos_token,
             eog_token_ids=frozenset(eos_ids),
-            chat_template=template.source,
+            chat_template=template,
+            chat_template_error=template_error,
             strip_leading_space=facts.strip_leading_space,
             architecture=folder.model_type,
             metadata={

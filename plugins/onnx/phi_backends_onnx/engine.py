@@ -36,12 +36,11 @@ from phi_backends.errors import (
     ModelFormatError,
     OptionError,
     PhiBackendsError,
-    TemplateError,
     UsageError,
 )
 from phi_backends.hf_tokenizer import read_hf_tokenizer
-from phi_backends.sampling import ReferenceSampler, penalty_window
-from phi_backends.template_sources import read_folder_template
+from phi_backends.sampling import ReferenceSampler
+from phi_backends.template_sources import folder_chat_template
 
 from .genai_folder import CONFIG_NAME, GenaiFolder, read_genai_folder
 from .options import EngineOptions
@@ -80,7 +79,7 @@ class OnnxEngine:
             eog.add(facts.eos_token_id)
         self._check_logits(genai)
         context = min(genai.context_length, options.max_length or genai.context_length)
-        template, template_error = _folder_template(source)
+        template, template_error = folder_chat_template(source.path)
         self._info = EngineInfo(
             context_length=context,
             vocab_size=genai.vocab_size,
@@ -89,6 +88,7 @@ class OnnxEngine:
             eos_token=facts.eos_token,
             eog_token_ids=frozenset(eog),
             chat_template=template,
+            chat_template_error=template_error,
             strip_leading_space=facts.strip_leading_space,
             architecture=genai.model_type,
             metadata={
@@ -99,7 +99,6 @@ class OnnxEngine:
                 "engine": f"{installation.distribution} {installation.version}",
                 "native_greedy": self._native_greedy,
                 "threads": options.threads,
-                "chat_template_error": template_error,
             },
         )
 
@@ -127,7 +126,7 @@ class OnnxEngine:
         generator = self._new_generator(min(self._info.context_length, len(prompt_ids) + config.max_tokens))
         try:
             generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
-            if self._native_greedy and config.greedy and not penalty_window(config, [0]):
+            if self._native_greedy and config.greedy and not config.penalizes:
                 yield from self._engine_greedy(generator)
             else:
                 yield from self._emulated(generator, ReferenceSampler(config, seed))
@@ -285,12 +284,3 @@ def _og_call(call: Any, what: str) -> Any:
             f"onnxruntime-genai could not load {what}: {text}; check that the folder is a complete "
             "ONNX Runtime GenAI model (re-download it)"
         ) from None
-
-
-def _folder_template(source: ModelSource) -> tuple[str | None, str | None]:
-    """The folder's own chat template, or None and why (a broken template file is not fatal:
-    a built-in template, ``template="phi3"`` / ``--template``, or raw mode still works)."""
-    try:
-        return read_folder_template(source.path).source, None
-    except TemplateError as exc:
-        return None, str(exc)
