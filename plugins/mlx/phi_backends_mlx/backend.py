@@ -27,6 +27,10 @@ class MlxBackend:
     def availability(self) -> Availability:
         return self._availability
 
+    def validate_options(self, options: Mapping[str, Any]) -> None:
+        """Unknown or bad options (a device this machine lacks) fail before the model is downloaded."""
+        EngineOptions.parse(options, devices=self.availability().devices)
+
     def load(self, source: ModelSource, options: Mapping[str, Any]) -> Any:
         available = self.availability()
         if not available.ok:

@@ -35,7 +35,9 @@ def hub(tiny_phi3_mlx_4bit: Path) -> Iterator[FakeHub]:
         yield server
 
 
-def run(hub: FakeHub, home: Path, *extra_env: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+def run(
+    hub: FakeHub, home: Path, *extra_env: tuple[str, str], args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "HF_ENDPOINT": hub.url,
@@ -44,7 +46,7 @@ def run(hub: FakeHub, home: Path, *extra_env: tuple[str, str]) -> subprocess.Com
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         **dict(extra_env),
     }
-    command = [CLI, "run", "--model", MODEL, "--backend", "mlx", *GREEDY]
+    command = [CLI, "run", "--model", MODEL, "--backend", "mlx", *GREEDY, *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -59,3 +61,10 @@ def test_catalogue_name_downloads_the_mlx_community_repo_and_runs_it(hub: FakeHu
     again = run(hub, tmp_path / "hf", ("HF_HUB_OFFLINE", "1"))
     assert again.returncode == 0 and json.loads(again.stdout)["text"] == SCRIPT_TEXT, again.stderr
     assert hub.hits("GET", "/resolve/") == downloads
+
+
+def test_bad_option_fails_before_the_download(hub: FakeHub, tmp_path: Path) -> None:
+    result = run(hub, tmp_path / "hf", args=("-O", "kv_bits=7"))
+    assert result.returncode == 2 and "kv_bits must be one of" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert hub.hits("GET", "/resolve/") == 0, "nothing is downloaded for an option that cannot work"
