@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -204,12 +203,6 @@ def test_bad_model_files_exit_1(bad_files: dict[str, Path], case: str) -> None:
 
 #: These tests are about llama.cpp alone: hide the other backends where they are installed too.
 ONLY_LLAMA = {"PHI_BACKENDS_BLOCK_PLUGINS": "onnx,mlx"}
-
-
-def test_backend_not_installed_names_the_extra(smollm2: Path) -> None:
-    if importlib.util.find_spec("phi_backends_onnx") is not None:  # a shared dev environment, not nox
-        pytest.skip("phi-backends-onnx is installed here; this session's environment has llama-cpp only")
-    one_line_error(run("run", "--model", str(smollm2), "--backend", "onnx"), 1, "pip install", "phi-backends[onnx]")
 
 
 def test_prompt_longer_than_context_says_both_numbers(smollm2: Path) -> None:

@@ -86,6 +86,7 @@ def test_the_engine_hands_its_end_of_sequence_id_to_the_core(phi3: pb.Generator,
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_end_of_turn_text_never_appears(smol: pb.Generator, seed: int) -> None:
     out = smol.generate("Say hello in three words.", pb.SamplingConfig(temperature=0.8, seed=seed, max_tokens=48))
+    assert out.finish_reason == "stop", "the model ended its turn (else this test proves nothing)"
     assert "<|im_end|>" not in out.text and "<|im_start|>" not in out.text
     assert 2 not in out.token_ids
 
