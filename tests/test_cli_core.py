@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from phi_backends import plugins
+from tests.bad_inputs import expect_cli_error
+from tests.cli import run_cli
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PHI_BACKENDS_BLOCK_PLUGINS": ",".join(plugins.KNOWN_BACKENDS)}
-    return subprocess.run(
-        [sys.executable, "-m", "phi_backends.cli", *args], capture_output=True, text=True, env=env, timeout=60
-    )
+    """``phi-backends`` with every backend hidden, as if none were installed."""
+    return run_cli(*args, block_plugins=plugins.KNOWN_BACKENDS)
 
 
 def test_help_lists_every_sampling_field() -> None:
@@ -54,15 +52,14 @@ def test_backends_without_plugins_say_how_to_install() -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "code", "needle"),
+    ("what", "args", "code", "needle"),
     [
-        (["run", "--model", "smollm2"], 1, "llama-cpp"),
-        (["run", "--temperature", "-2"], 2, "temperature must be >= 0"),
-        (["run", "--model", "nonexistent-model-name"], 2, "unknown model"),
-        (["run", "--provider", "cuda", "-O", "provider=cpu"], 2, "disagree"),
+        ("a catalogue model (smollm2) with no backend installed", ["run", "--model", "smollm2"], 1, "llama-cpp"),
+        ("--temperature -2", ["run", "--temperature", "-2"], 2, "temperature must be >= 0"),
+        ("--model naming no file and no catalogue entry", ["run", "--model", "nonexistent-model-name"], 2,
+         "unknown model"),
+        ("--provider cuda with -O provider=cpu", ["run", "--provider", "cuda", "-O", "provider=cpu"], 2, "disagree"),
     ],
-)
-def test_errors_are_one_line(args: list[str], code: int, needle: str) -> None:
-    result = cli(*args)
-    assert result.returncode == code, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and needle in result.stderr
+)  # fmt: skip
+def test_errors_are_one_line(what: str, args: list[str], code: int, needle: str) -> None:
+    expect_cli_error(cli(*args), code, needle, what=what)

@@ -9,6 +9,7 @@ import pytest
 
 from phi_backends.engine_options import option_values
 from phi_backends.errors import OptionError
+from tests.bad_inputs import expect_api_error
 
 
 @dataclass(frozen=True)
@@ -29,21 +30,27 @@ def test_none_means_default_and_cross_backend_options_are_ignored() -> None:
     assert option_values(Demo, {"n_ctx": None, "provider": "cuda"}, backend="demo") == {}
 
 
+def test_unknown_option_lists_the_options() -> None:
+    """Recorded for the real backends by their own tests; here the wording of the shared code."""
+    with pytest.raises(OptionError, match="the demo backend has no option 'n_ctxx'; its options are: n_ctx, scale"):
+        option_values(Demo, {"n_ctxx": 1}, backend="demo")
+
+
 @pytest.mark.parametrize(
-    ("given", "message"),
+    ("what", "given", "message"),
     [
-        ({"n_ctxx": 1}, "the demo backend has no option 'n_ctxx'; its options are: n_ctx, scale, verbose, device"),
-        ({"n_ctx": 2.5}, "n_ctx must be a whole number"),
-        ({"n_ctx": True}, "n_ctx must be a whole number"),
-        ({"n_ctx": "many"}, "n_ctx must be a whole number"),
-        ({"scale": "fast"}, "scale must be a number"),
-        ({"verbose": "maybe"}, "verbose must be true or false"),
-        ({"device": 3}, "device must be a string"),
+        ("a whole-number engine option given 2.5", {"n_ctx": 2.5}, "n_ctx must be a whole number"),
+        ("a whole-number engine option given True", {"n_ctx": True}, "n_ctx must be a whole number"),
+        ("a whole-number engine option given 'many'", {"n_ctx": "many"}, "n_ctx must be a whole number"),
+        ("a numeric engine option given 'fast'", {"scale": "fast"}, "scale must be a number"),
+        ("a true/false engine option given 'maybe'", {"verbose": "maybe"}, "verbose must be true or false"),
+        ("a string engine option given 3", {"device": 3}, "device must be a string"),
     ],
 )
-def test_bad_options_are_one_line_errors(given: dict[str, Any], message: str) -> None:
-    with pytest.raises(OptionError, match=message):
+def test_bad_options_are_one_line_errors(what: str, given: dict[str, Any], message: str) -> None:
+    with pytest.raises(OptionError) as info:
         option_values(Demo, given, backend="demo")
+    expect_api_error(info.value, OptionError, message, what=what)
 
 
 def test_converters_handle_structured_values() -> None:

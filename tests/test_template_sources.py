@@ -10,6 +10,7 @@ import pytest
 from phi_backends import TemplateError
 from phi_backends.template_sources import read_folder_template
 from phi_backends.templates import jinja_template
+from tests.bad_inputs import expect_api_error
 
 PHI3 = "{% for message in messages %}{{'<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 
@@ -43,8 +44,12 @@ def test_chat_template_jinja_wins_and_named_lists_use_default(tmp_path: Path) ->
 def test_no_template_and_broken_files(tmp_path: Path) -> None:
     assert read_folder_template(tmp_path).source is None
     (tmp_path / "tokenizer_config.json").write_text("{not json")
-    with pytest.raises(TemplateError, match="not valid JSON"):
+    with pytest.raises(TemplateError) as info:
         read_folder_template(tmp_path)
+    what = "a model folder whose tokenizer_config.json is not JSON"
+    expect_api_error(info.value, TemplateError, "not valid JSON", what=what)
     write_config(tmp_path, chat_template=[{"name": "tool_use", "template": "x"}])
-    with pytest.raises(TemplateError, match="'default' entry"):
+    with pytest.raises(TemplateError) as info:
         read_folder_template(tmp_path)
+    what = "a tokenizer_config.json with named chat templates but none called 'default'"
+    expect_api_error(info.value, TemplateError, "'default' entry", what=what)

@@ -13,6 +13,7 @@ newline. SmolLM2's template is read from the GGUF file shipped in the ``llm-smol
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +24,14 @@ import gguf
 import pytest
 
 from phi_backends.errors import TemplateError, UsageError
-from phi_backends.jinja_sandbox import MAX_CALL_DEPTH, MAX_RANGE, MAX_RENDER_SECONDS, MAX_SOURCE_CHARS, MAX_STEPS
+from phi_backends.jinja_sandbox import (
+    MAX_CALL_DEPTH,
+    MAX_INT_BITS,
+    MAX_RANGE,
+    MAX_RENDER_SECONDS,
+    MAX_SOURCE_CHARS,
+    MAX_STEPS,
+)
 from phi_backends.templates import (
     BUILTIN_TEMPLATES,
     ChatTemplate,
@@ -34,6 +42,7 @@ from phi_backends.templates import (
     jinja_template,
     normalize_messages,
 )
+from tests.bad_inputs import expect_api_error
 
 GOLDEN = Path(__file__).parent / "golden" / "templates"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -216,8 +225,11 @@ def test_builtin_accepts_a_str_and_never_writes_bos() -> None:
 
 
 def test_builtin_validates_messages() -> None:
-    with pytest.raises(UsageError, match="message 1 has role 'bot'"):
+    with pytest.raises(UsageError) as info:
         get_template("phi3").render([USER, {"role": "bot", "content": "x"}])
+    expect_api_error(
+        info.value, UsageError, "message 1 has role 'bot'", what="a message with role 'bot' (built-in template)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,22 +352,30 @@ def test_jinja_end_of_turn() -> None:
 def test_raise_exception_becomes_template_error() -> None:
     with pytest.raises(TemplateError) as info:
         render("{{ raise_exception('Conversation roles must alternate user/assistant') }}")
-    message = str(info.value)
-    assert "refused this conversation: Conversation roles must alternate user/assistant" in message
-    assert HINT in message
+    expect_api_error(
+        info.value,
+        TemplateError,
+        "refused this conversation: Conversation roles must alternate user/assistant",
+        HINT,
+        what="a conversation the model's template refuses (it calls raise_exception)",
+    )
 
 
 def test_undefined_and_type_errors_become_template_error() -> None:
-    with pytest.raises(TemplateError, match="failed to render"):
+    with pytest.raises(TemplateError) as info:
         render("{{ nothing.at.all }}")
-    with pytest.raises(TemplateError, match="failed to render"):
+    expect_api_error(info.value, TemplateError, "failed to render", what="a model template using an undefined variable")
+    with pytest.raises(TemplateError) as info:
         render("{{ 1 + 'a' }}")
+    what = "a model template adding a number to a string"
+    expect_api_error(info.value, TemplateError, "failed to render", what=what)
 
 
 def test_syntax_error_is_raised_when_compiling() -> None:
     with pytest.raises(TemplateError) as info:
         jinja_template("{% for message in messages %}{{ message", bos_token=None, eos_token=None)
-    assert "has a syntax error on line 1" in str(info.value) and HINT in str(info.value)
+    what = "a model template with a syntax error (a tag left open)"
+    expect_api_error(info.value, TemplateError, "has a syntax error on line 1", HINT, what=what)
     with pytest.raises(TemplateError, match="syntax error"):
         jinja_template("{% for %}", bos_token=None, eos_token=None)
 
@@ -449,8 +469,9 @@ def test_renders_what_hugging_face_renders(source: str, case: str) -> None:
 
 def test_the_template_cannot_change_the_callers_messages() -> None:
     messages = [dict(USER)]
-    with pytest.raises(TemplateError, match="unsafe"):
+    with pytest.raises(TemplateError) as info:
         render("{% set _ = messages[0].update({'content': 'pwned'}) %}", messages)
+    expect_api_error(info.value, TemplateError, "unsafe", what="a model template changing the caller's messages")
     assert messages == [USER]
 
 
@@ -477,38 +498,95 @@ def no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield attempts
 
 
-ESCAPES = {
-    "str_mro_subclasses": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "tuple_base_subclasses": "{{ ().__class__.__base__.__subclasses__() }}",
-    "cycler_globals_popen": "{{ cycler.__init__.__globals__.os.popen('touch MARK').read() }}",
-    "joiner_globals_system": "{{ joiner.__init__.__globals__['os'].system('touch MARK') }}",
-    "namespace_globals": "{{ namespace.__init__.__globals__['sys'].modules['os'].system('touch MARK') }}",
-    "self_builtins_open": "{{ self.__init__.__globals__['__builtins__']['open']('MARK', 'w') }}",
-    "raise_exception_globals": "{{ raise_exception.__globals__['os'].system('touch MARK') }}",
-    "range_globals": "{{ range.__globals__['os'].system('touch MARK') }}",
-    "format_field_mro": "{{ '{0.__class__.__mro__}'.format('') }}",
-    "format_field_globals": "{{ '{0.__init__.__globals__[os]}'.format(cycler) }}",
-    "stored_format": "{% set f = '{0.__class__.__base__.__subclasses__}'.format %}{{ f('') }}",
-    "attr_filter_format": "{{ ('{0.__class__.__mro__}'|attr('format'))('') }}",
-    "attr_filter_dunder": "{{ (''|attr('__class__')|attr('__mro__'))[1].__subclasses__() }}",
-    "getitem_dunder": "{{ ''['__class__']['__mro__'] }}",
-    "dict_mro": "{{ dict.mro()[1].__subclasses__() }}",
-    "loop_internals": "{% for x in [1] %}{{ loop.__class__.__init__.__globals__ }}{% endfor %}",
-    "list_append": "{% set _ = messages.append({'role': 'system', 'content': 'pwned'}) %}",
-    "dict_update": "{% set d = {} %}{% set _ = d.update({'a': 1}) %}{{ d }}",
-    "unsafe_access_alone": "{{ messages.__class__ }}",
+#: name: (the escape in words, the template)
+ESCAPES: dict[str, tuple[str, str]] = {
+    "str_mro_subclasses": (
+        "a model template listing Python's classes through ''.__class__.__mro__",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    ),
+    "tuple_base_subclasses": (
+        "a model template listing Python's classes through ().__class__.__base__",
+        "{{ ().__class__.__base__.__subclasses__() }}",
+    ),
+    "cycler_globals_popen": (
+        "a model template running a command through cycler's __globals__",
+        "{{ cycler.__init__.__globals__.os.popen('touch MARK').read() }}",
+    ),
+    "joiner_globals_system": (
+        "a model template running a command through joiner's __globals__",
+        "{{ joiner.__init__.__globals__['os'].system('touch MARK') }}",
+    ),
+    "namespace_globals": (
+        "a model template reaching sys.modules through namespace's __globals__",
+        "{{ namespace.__init__.__globals__['sys'].modules['os'].system('touch MARK') }}",
+    ),
+    "self_builtins_open": (
+        "a model template opening a file through self's __builtins__",
+        "{{ self.__init__.__globals__['__builtins__']['open']('MARK', 'w') }}",
+    ),
+    "raise_exception_globals": (
+        "a model template reaching os through raise_exception.__globals__",
+        "{{ raise_exception.__globals__['os'].system('touch MARK') }}",
+    ),
+    "range_globals": (
+        "a model template reaching os through range.__globals__",
+        "{{ range.__globals__['os'].system('touch MARK') }}",
+    ),
+    "format_field_mro": (
+        "a model template reading __mro__ in a str.format field",
+        "{{ '{0.__class__.__mro__}'.format('') }}",
+    ),
+    "format_field_globals": (
+        "a model template reading __globals__ in a str.format field",
+        "{{ '{0.__init__.__globals__[os]}'.format(cycler) }}",
+    ),
+    "stored_format": (
+        "a model template calling a stored str.format method",
+        "{% set f = '{0.__class__.__base__.__subclasses__}'.format %}{{ f('') }}",
+    ),
+    "attr_filter_format": (
+        "a model template reaching str.format through the attr filter",
+        "{{ ('{0.__class__.__mro__}'|attr('format'))('') }}",
+    ),
+    "attr_filter_dunder": (
+        "a model template reading __class__ through the attr filter",
+        "{{ (''|attr('__class__')|attr('__mro__'))[1].__subclasses__() }}",
+    ),
+    "getitem_dunder": (
+        "a model template reading __class__ by subscript",
+        "{{ ''['__class__']['__mro__'] }}",
+    ),
+    "dict_mro": (
+        "a model template calling dict.mro()",
+        "{{ dict.mro()[1].__subclasses__() }}",
+    ),
+    "loop_internals": (
+        "a model template reading the loop object's __globals__",
+        "{% for x in [1] %}{{ loop.__class__.__init__.__globals__ }}{% endfor %}",
+    ),
+    "list_append": (
+        "a model template appending to the messages",
+        "{% set _ = messages.append({'role': 'system', 'content': 'pwned'}) %}",
+    ),
+    "dict_update": (
+        "a model template changing a dict with update()",
+        "{% set d = {} %}{% set _ = d.update({'a': 1}) %}{{ d }}",
+    ),
+    "unsafe_access_alone": (
+        "a model template reading messages.__class__",
+        "{{ messages.__class__ }}",
+    ),
 }
 
 
 @pytest.mark.parametrize("payload", sorted(ESCAPES))
 def test_escape_attempts_are_refused(payload: str, tmp_path: Path, no_processes: list[str]) -> None:
     mark = tmp_path / "pwned"
-    source = ESCAPES[payload].replace("MARK", str(mark))
+    what, source = ESCAPES[payload]
     with pytest.raises(TemplateError) as info:
-        render(source)
-    message = str(info.value)
-    assert "tried an unsafe operation" in message and message.endswith(HINT)
-    assert "\n" not in message
+        render(source.replace("MARK", str(mark)))
+    message = expect_api_error(info.value, TemplateError, "tried an unsafe operation", what=what)
+    assert message.endswith(HINT)
     assert not mark.exists()
     assert no_processes == []
 
@@ -566,18 +644,34 @@ def test_runaway_templates_are_stopped_quickly(payload: str, no_processes: list[
 
 
 def test_each_bound_is_the_one_documented() -> None:
-    assert f"more than {MAX_RANGE:,} items" in _error("{% for i in range(10**9) %}{% endfor %}")
-    assert f"more than {MAX_STEPS:,} loop iterations" in _error(RUNAWAYS["nested_empty_loops"])
-    assert f"more than {MAX_CALL_DEPTH} deep" in _error(RUNAWAYS["recursive_macro"])
-    assert "more than 4,000,004 characters or items" in _error("{{ 'a' * 10**9 }}", "ab")  # 4M + 2 * input
-    with pytest.raises(TemplateError, match=f"more than the {MAX_SOURCE_CHARS:,} allowed"):
+    """One recorded case per bound (the runaway payloads above are not recorded: on a slow enough
+    machine a payload could meet the wall-clock bound before its own, and the catalogue must not vary)."""
+    range_ = _error("{% for i in range(10**9) %}{% endfor %}", what="a model template asking range() for 10**9 items")
+    assert f"more than {MAX_RANGE:,} items" in range_
+    steps = _error(RUNAWAYS["nested_empty_loops"], what="a model template looping 10**10 times (nested loops)")
+    assert f"more than {MAX_STEPS:,} loop iterations" in steps
+    depth = _error(RUNAWAYS["recursive_macro"], what="a model template recursing without end (a macro calling itself)")
+    assert f"more than {MAX_CALL_DEPTH} deep" in depth
+    size = _error("{{ 'a' * 10**9 }}", "ab", what="a model template building a string of 10**9 characters")
+    assert "more than 4,000,004 characters or items" in size  # 4M + 2 * input
+    written = _error(RUNAWAYS["output_in_loop"], what="a model template writing 10**9 characters in a loop")
+    assert "wrote more than" in written
+    big = _error(RUNAWAYS["huge_power"], what="a model template computing 7 ** 99999999")
+    assert f"more than {MAX_INT_BITS:,} bits" in big
+    width = _error(RUNAWAYS["center_filter"], what="a model template padding a string to 10**9 characters")
+    assert "used the number 1000000000" in width
+    with pytest.raises(TemplateError) as info:
         jinja_template("x" * (MAX_SOURCE_CHARS + 1), bos_token=None, eos_token=None)
+    what = f"a model template longer than {MAX_SOURCE_CHARS:,} characters"
+    expect_api_error(info.value, TemplateError, f"more than the {MAX_SOURCE_CHARS:,} allowed", what=what)
 
 
 def test_the_wall_clock_bound() -> None:
-    slow = "{% set big = 'a' * 4000000 %}{% for i in range(100000) %}{% set x = big.replace('a', 'b') %}{% endfor %}"
+    # slow, and building nothing (so that no size bound stops it first): a search through 4 MB, 100,000 times
+    slow = "{% set big = 'a' * 4000000 %}{% for i in range(100000) %}{% set x = 'b' in big %}{% endfor %}"
     start = time.monotonic()
-    assert f"ran for more than {MAX_RENDER_SECONDS:g} s" in _error(slow)
+    message = _error(slow, what=f"a model template that renders for more than {MAX_RENDER_SECONDS:g} s")
+    assert f"ran for more than {MAX_RENDER_SECONDS:g} s" in message
     assert time.monotonic() - start < MAX_RENDER_SECONDS + 2.0
 
 
@@ -599,26 +693,32 @@ def test_renders_in_threads_keep_their_own_bounds() -> None:
     assert results[::2] == [get_template("phi3").render([USER])] * 4
 
 
-def _error(source: str, messages: str = "Hi") -> str:
+def _error(source: str, messages: str = "Hi", *, what: str) -> str:
     with pytest.raises(TemplateError) as info:
         render(source, messages)
-    return str(info.value)
+    return expect_api_error(info.value, TemplateError, HINT, what=what)
 
 
 def test_deep_nesting_is_refused_when_compiling() -> None:
     with pytest.raises(TemplateError) as info:
         jinja_template("{{ " + "(" * 20000 + "1" + ")" * 20000 + " }}", bos_token=None, eos_token=None)
-    assert HINT in str(info.value) and "\n" not in str(info.value)
+    expect_api_error(info.value, TemplateError, HINT, what="a model template nesting 20,000 parentheses")
 
 
 @pytest.mark.parametrize(
-    "source",
-    ["{% include '/etc/passwd' %}", "{% import 'os' as os %}{{ os }}", "{% extends '/etc/passwd' %}", "{{ lipsum(5) }}",
-     "{{ messages|pprint }}"],
-)  # fmt: skip
-def test_no_loader_no_lipsum_no_pprint(source: str) -> None:
-    with pytest.raises(TemplateError):
+    ("what", "source"),
+    [
+        ("a model template including a file (/etc/passwd)", "{% include '/etc/passwd' %}"),
+        ("a model template importing another template", "{% import 'os' as os %}{{ os }}"),
+        ("a model template extending a file (/etc/passwd)", "{% extends '/etc/passwd' %}"),
+        ("a model template calling lipsum", "{{ lipsum(5) }}"),
+        ("a model template using the pprint filter", "{{ messages|pprint }}"),
+    ],
+)
+def test_no_loader_no_lipsum_no_pprint(what: str, source: str) -> None:
+    with pytest.raises(TemplateError) as info:
         render(source)
+    expect_api_error(info.value, TemplateError, HINT, what=what)
 
 
 def test_a_refused_template_leaves_the_sandbox_usable() -> None:
@@ -714,12 +814,14 @@ def test_get_template_spellings_of_the_others() -> None:
 def test_unknown_template_name() -> None:
     with pytest.raises(UsageError) as info:
         get_template("phi4-mimi")
-    message = str(info.value)
+    message = expect_api_error(info.value, UsageError, what="a misspelt template name (phi4-mimi)")
     assert message == (
         "unknown chat template 'phi4-mimi'; did you mean 'phi4-mini'? known templates: phi3, phi3.5, phi4-mini, phi4, chatml"
     )
-    with pytest.raises(UsageError, match=r"^unknown chat template 'llama3'; known templates: "):
+    with pytest.raises(UsageError) as info:
         get_template("llama3")
+    message = expect_api_error(info.value, UsageError, what="a template name that is not built in (llama3)")
+    assert message.startswith("unknown chat template 'llama3'; known templates: ")
 
 
 # --------------------------------------------------------------------------------------------
@@ -737,39 +839,46 @@ def test_normalize_messages_accepts_text_and_messages() -> None:
 
 
 @pytest.mark.parametrize(
-    ("prompt", "match"),
+    ("what", "prompt", "match"),
     [
-        ([], "^there are no messages to render"),
-        ({"role": "user", "content": "Hi"}, "^got a single message, not a list of messages"),
-        (b"Hi", "^the prompt must be a str or a list of messages, not bytes"),
-        (42, "^the prompt must be a str or a list of messages, not int"),
-        (["Hi"], "^message 0 is a str, not a mapping"),
-        ([USER, ("user", "Hi")], "^message 1 is a tuple, not a mapping"),
-        ([{"content": "Hi"}], "^message 0 has no 'role'"),
+        ("an empty list of messages", [], "^there are no messages to render"),
+        ("one message instead of a list", {"role": "user", "content": "Hi"},
+         "^got a single message, not a list of messages"),
+        ("a prompt of bytes", b"Hi", "^the prompt must be a str or a list of messages, not bytes"),
+        ("a prompt that is a number", 42, "^the prompt must be a str or a list of messages, not int"),
+        ("a list of strings instead of messages", ["Hi"], "^message 0 is a str, not a mapping"),
+        ("a message that is a tuple", [USER, ("user", "Hi")], "^message 1 is a tuple, not a mapping"),
+        ("a message without a role", [{"content": "Hi"}], "^message 0 has no 'role'"),
         (
+            "a message with role 'tool'",
             [USER, USER, {"role": "tool", "content": "x"}],
             "^message 2 has role 'tool'; use 'system', 'user' or 'assistant'",
         ),
-        ([{"role": None, "content": "x"}], "^message 0 has role None"),
-        ([{"role": "user"}], r"^message 0 \(user\) has no 'content'"),
-        ([USER, {"role": "assistant", "content": None}], r"^message 1 \(assistant\) has content of type NoneType"),
-        ([{"role": "user", "content": ["a", "b"]}], r"^message 0 \(user\) has content of type list"),
+        ("a message whose role is None", [{"role": None, "content": "x"}], "^message 0 has role None"),
+        ("a message without content", [{"role": "user"}], r"^message 0 \(user\) has no 'content'"),
+        ("a message whose content is None", [USER, {"role": "assistant", "content": None}],
+         r"^message 1 \(assistant\) has content of type NoneType"),
+        ("a message whose content is a list", [{"role": "user", "content": ["a", "b"]}],
+         r"^message 0 \(user\) has content of type list"),
     ],
-)
-def test_normalize_messages_errors(prompt: Any, match: str) -> None:
-    with pytest.raises(UsageError, match=match) as info:
+)  # fmt: skip
+def test_normalize_messages_errors(what: str, prompt: Any, match: str) -> None:
+    with pytest.raises(UsageError) as info:
         normalize_messages(prompt)
-    assert "\n" not in str(info.value)
+    message = expect_api_error(info.value, UsageError, what=what)
+    assert re.search(match, message), message
 
 
 def test_long_bad_role_is_shortened_in_the_message() -> None:
     with pytest.raises(UsageError) as info:
         normalize_messages([{"role": "x" * 10_000, "content": ""}])
-    assert len(str(info.value)) < 200
+    assert len(expect_api_error(info.value, UsageError, what="a message whose role is 10,000 characters long")) < 200
 
 
 def test_jinja_template_validates_messages() -> None:
     template = jinja_template(PHI3_MINI, bos_token="<s>", eos_token="<|endoftext|>")
     assert isinstance(template, JinjaChatTemplate)
-    with pytest.raises(UsageError, match="message 0 has role 'robot'"):
+    with pytest.raises(UsageError) as info:
         template.render([{"role": "robot", "content": "x"}])
+    what = "a message with role 'robot' (model's own template)"
+    expect_api_error(info.value, UsageError, "message 0 has role 'robot'", what=what)

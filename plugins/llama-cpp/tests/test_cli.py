@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,27 +15,12 @@ from pathlib import Path
 import pytest
 
 from phi_backends.testing import SCRIPT_TEXT
+from tests.bad_inputs import expect_cli_error
+from tests.cli import CLI
+from tests.cli import run_cli as run
 from tests.fakehub import FakeHub
 
-CLI = str(Path(sys.executable).parent / "phi-backends")
 SEED_REPO, SEED_FILE = "microsoft/Phi-3-mini-4k-instruct-gguf", "Phi-3-mini-4k-instruct-q4.gguf"
-
-
-def run(
-    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "HF_HUB_DISABLE_XET": "1", **(env or {})}
-    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, env=full_env, timeout=timeout)
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line, got: {result.stderr!r}"
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 GREEDY = ["--temperature", "0", "--repeat-penalty", "1"]
@@ -112,14 +98,15 @@ def test_seed_program_downloads_once_then_uses_the_cache(tiny_phi3: Path, tmp_pa
 
 def test_seed_program_without_network_says_what_to_do(tmp_path: Path) -> None:
     result = run("run", env={"HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9"}, timeout=60)
-    line = one_line_error(result, 1, "cannot reach")
+    what = "no --model: the default model is not cached and the Hugging Face Hub cannot be reached"
+    line = expect_cli_error(result, 1, "cannot reach", what=what)
     assert "--model" in line and "smollm2" in line
 
 
 def test_bad_option_fails_before_any_download(tmp_path: Path) -> None:
     """The seed model is not cached and the hub is unreachable: the option error must come first."""
     result = run("run", "-O", "n_ctxx=512", env={"HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9"})
-    one_line_error(result, 2, "n_ctxx", "n_ctx")
+    expect_cli_error(result, 2, "n_ctxx", "n_ctx", what="-O n_ctxx=512 (misspelt engine option), before any download")
 
 
 def test_ctrl_c_stops_cleanly(tiny_phi3: Path) -> None:
@@ -155,27 +142,28 @@ def test_ctrl_c_stops_cleanly(tiny_phi3: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "needles"),
+    ("what", "args", "needles"),
     [
-        (["--temperature", "-1"], ["temperature must be >= 0"]),
-        (["--top-p", "0"], ["top_p must be in (0, 1]"]),
-        (["--top-p", "1.5"], ["top_p"]),
-        (["--top-k", "-3"], ["top_k must be >= 0"]),
-        (["--repeat-penalty", "0"], ["repeat_penalty must be > 0"]),
-        (["--max-tokens", "0"], ["max_tokens must be > 0"]),
-        (["--temperature", "hot"], ["invalid float value"]),
-        (["--no-such-flag"], ["unrecognized arguments"]),
-        (["--model", "phi-3-mini-4k-instruc"], ["unknown model", "phi-3-mini-4k-instruct"]),
-        (["--model", "./missing.gguf"], ["no such file"]),
-        (["--backend", "lama-cpp"], ["unknown backend", "llama-cpp"]),
-        (["--option", "n_bogus=1"], ["no option 'n_bogus'"]),
-        (["--option", "n_ctx"], ["KEY=VALUE"]),
-        (["--raw", "--system", "be nice"], ["--system"]),
+        ("--temperature -1", ["--temperature", "-1"], ["temperature must be >= 0"]),
+        ("--top-p 0", ["--top-p", "0"], ["top_p must be in (0, 1]"]),
+        ("--top-p 1.5", ["--top-p", "1.5"], ["top_p"]),
+        ("--top-k -3", ["--top-k", "-3"], ["top_k must be >= 0"]),
+        ("--repeat-penalty 0", ["--repeat-penalty", "0"], ["repeat_penalty must be > 0"]),
+        ("--max-tokens 0", ["--max-tokens", "0"], ["max_tokens must be > 0"]),
+        ("--temperature hot (not a number)", ["--temperature", "hot"], ["invalid float value"]),
+        ("an unknown flag (--no-such-flag)", ["--no-such-flag"], ["unrecognized arguments"]),
+        ("--model with a misspelt catalogue name", ["--model", "phi-3-mini-4k-instruc"],
+         ["unknown model", "phi-3-mini-4k-instruct"]),
+        ("--model naming a .gguf file that does not exist", ["--model", "./missing.gguf"], ["no such file"]),
+        ("--backend with a misspelt backend name", ["--backend", "lama-cpp"], ["unknown backend", "llama-cpp"]),
+        ("--option naming an option llama-cpp does not have", ["--option", "n_bogus=1"], ["no option 'n_bogus'"]),
+        ("--option without =VALUE", ["--option", "n_ctx"], ["KEY=VALUE"]),
+        ("--system with --raw", ["--raw", "--system", "be nice"], ["--system"]),
     ],
-)
-def test_usage_errors_exit_2(smollm2: Path, args: list[str], needles: list[str]) -> None:
+)  # fmt: skip
+def test_usage_errors_exit_2(smollm2: Path, what: str, args: list[str], needles: list[str]) -> None:
     model = [] if "--model" in args else ["--model", str(smollm2)]
-    one_line_error(run("run", *model, *args), 2, *needles)
+    expect_cli_error(run("run", *model, *args), 2, *needles, what=what)
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -189,25 +177,33 @@ def bad_files(tmp_path: Path, smollm2: Path) -> Iterator[dict[str, Path]]:
     (tmp_path / "folder").mkdir()
     yield {
         "empty": write(tmp_path / "empty.gguf", b""),
-        "garbage": write(tmp_path / "garbage.gguf", os.urandom(4096)),
+        "garbage": write(tmp_path / "garbage.gguf", random.Random(0).randbytes(4096)),  # the same bytes every run
         "truncated": write(tmp_path / "truncated.gguf", good[: len(good) // 2]),
         "header-only": write(tmp_path / "header.gguf", good[:100]),
         "folder": tmp_path / "folder",
     }
 
 
-@pytest.mark.parametrize("case", ["empty", "garbage", "truncated", "header-only", "folder"])
-def test_bad_model_files_exit_1(bad_files: dict[str, Path], case: str) -> None:
-    one_line_error(run("run", "--model", str(bad_files[case])), 1)
-
-
-#: These tests are about llama.cpp alone: hide the other backends where they are installed too.
-ONLY_LLAMA = {"PHI_BACKENDS_BLOCK_PLUGINS": "onnx,mlx"}
+@pytest.mark.parametrize(
+    ("case", "what"),
+    [
+        ("empty", "--model naming an empty .gguf file"),
+        ("garbage", "--model naming a .gguf file of random bytes"),
+        ("truncated", "--model naming a GGUF file cut in half"),
+        ("header-only", "--model naming a GGUF file cut after 100 bytes"),
+        ("folder", "--model naming an empty folder"),
+    ],
+)
+def test_bad_model_files_exit_1(bad_files: dict[str, Path], case: str, what: str) -> None:
+    expect_cli_error(run("run", "--model", str(bad_files[case])), 1, what=what)
 
 
 def test_prompt_longer_than_context_says_both_numbers(smollm2: Path) -> None:
-    line = one_line_error(
-        run("run", "--model", str(smollm2), "--option", "n_ctx=256", "word " * 400), 1, "context window is 256"
+    line = expect_cli_error(
+        run("run", "--model", str(smollm2), "--option", "n_ctx=256", "word " * 400),
+        1,
+        "context window is 256",
+        what="a prompt longer than the context window (-O n_ctx=256)",
     )
     assert "tokens" in line
 
@@ -217,7 +213,8 @@ def test_unrenderable_model_template(tmp_path: Path, tiny_phi3: Path) -> None:
     from tests.fixtures.tiny_phi3 import with_chat_template
 
     broken = with_chat_template(tiny_phi3, tmp_path / "broken.gguf", "{% for m in messages %}{{ m.content ")
-    one_line_error(run("run", "--model", str(broken)), 1, "template")
+    what = "a GGUF whose chat template does not compile"
+    expect_cli_error(run("run", "--model", str(broken)), 1, "template", what=what)
     assert run("run", "--model", str(broken), "--template", "phi3", *GREEDY).stdout == SCRIPT_TEXT + "\n"
 
 
@@ -225,15 +222,18 @@ def test_unrenderable_model_template(tmp_path: Path, tiny_phi3: Path) -> None:
 
 
 def test_backends_lists_llama_cpp_and_respects_the_block_list() -> None:
-    data = json.loads(run("backends", "--json", env=ONLY_LLAMA).stdout)
+    # hide the other backends where they are installed too: this is about llama.cpp alone
+    data = json.loads(run("backends", "--json", block_plugins=["onnx", "mlx"]).stdout)
     llama = next(row for row in data if row["name"] == "llama-cpp")
     assert llama["available"] and "cpu" in llama["devices"] and llama["formats"] == ["gguf"]
     assert any(row["name"] == "onnx" and not row["installed"] for row in data)
-    all_blocked = {"PHI_BACKENDS_BLOCK_PLUGINS": "llama-cpp,onnx,mlx"}
-    blocked = json.loads(run("backends", "--json", env=all_blocked).stdout)
+    all_blocked = ["llama-cpp", "onnx", "mlx"]
+    blocked = json.loads(run("backends", "--json", block_plugins=all_blocked).stdout)
     assert next(row for row in blocked if row["name"] == "llama-cpp")["installed"] is False
-    result = run("run", "--model", "smollm2", env=all_blocked)
-    one_line_error(result, 1)
+    result = run("run", "--model", "smollm2", block_plugins=all_blocked)
+    expect_cli_error(
+        result, 1, "PHI_BACKENDS_BLOCK_PLUGINS", what="every backend blocked by PHI_BACKENDS_BLOCK_PLUGINS"
+    )
 
 
 def test_models_lists_the_catalogue_and_the_offline_model_as_present() -> None:

@@ -51,9 +51,16 @@ class EngineOptions:
         size must divide the head size (else generation would fail at the first quantization)."""
         head = folder.head_dim
         if self.kv_bits is not None and head is not None and head % self.kv_group_size:
+            fits = [str(g) for g in KV_GROUP_SIZES if head % g == 0]
+            fix = (
+                f"use kv_group_size {' or '.join(fits)}"
+                if fits
+                else f"no kv_group_size mlx-lm supports ({', '.join(map(str, KV_GROUP_SIZES))}) divides it; "
+                "leave kv_bits unset for this model"
+            )
             raise OptionError(
                 f"kv_bits needs a kv_group_size that divides the model's head size {head}, not kv_group_size "
-                f"{self.kv_group_size}; use one of {', '.join(str(g) for g in KV_GROUP_SIZES if head % g == 0) or 'none: leave kv_bits unset'}"
+                f"{self.kv_group_size}; {fix}"
             )
 
     def _check_ranges(self) -> None:

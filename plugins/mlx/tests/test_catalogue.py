@@ -9,9 +9,7 @@ environment once per process, so each run is a CLI subprocess.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +17,10 @@ import pytest
 
 from phi_backends.catalogue import BUILTIN_CATALOGUE
 from phi_backends.testing import SCRIPT_TEXT
+from tests.bad_inputs import expect_cli_error
+from tests.cli import run_cli
 from tests.fakehub import FakeHub
 
-CLI = str(Path(sys.executable).parent / "phi-backends")
 MODEL = "phi-3-mini-4k-instruct"
 REPO = BUILTIN_CATALOGUE[MODEL].artifacts["mlx"].repo
 GREEDY = ["--temperature", "0", "--repeat-penalty", "1", "--json"]
@@ -38,16 +37,8 @@ def hub(tiny_phi3_mlx_4bit: Path) -> Iterator[FakeHub]:
 def run(
     hub: FakeHub, home: Path, *extra_env: tuple[str, str], args: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "HF_ENDPOINT": hub.url,
-        "HF_HOME": str(home),
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        **dict(extra_env),
-    }
-    command = [CLI, "run", "--model", MODEL, "--backend", "mlx", *GREEDY, *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_HUB_DISABLE_PROGRESS_BARS": "1", **dict(extra_env)}
+    return run_cli("run", "--model", MODEL, "--backend", "mlx", *GREEDY, *args, env=env, timeout=300)
 
 
 def test_catalogue_name_downloads_the_mlx_community_repo_and_runs_it(hub: FakeHub, tmp_path: Path) -> None:
@@ -65,6 +56,6 @@ def test_catalogue_name_downloads_the_mlx_community_repo_and_runs_it(hub: FakeHu
 
 def test_bad_option_fails_before_the_download(hub: FakeHub, tmp_path: Path) -> None:
     result = run(hub, tmp_path / "hf", args=("-O", "kv_bits=7"))
-    assert result.returncode == 2 and "kv_bits must be one of" in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    what = "-O kv_bits=7 for a catalogue MLX model that is not downloaded yet"
+    expect_cli_error(result, 2, "kv_bits must be one of", what=what)
     assert hub.hits("GET", "/resolve/") == 0, "nothing is downloaded for an option that cannot work"

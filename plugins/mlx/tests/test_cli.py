@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from phi_backends.testing import SCRIPT_TEXT
-
-CLI = str(Path(sys.executable).parent / "phi-backends")
+from tests.cli import run_cli
 
 
 def test_run_tiny_phi3_folder_greedy_prints_the_script(tiny_phi3_mlx: Path) -> None:
-    result = subprocess.run(
-        [CLI, "run", "--backend", "mlx", "--model", str(tiny_phi3_mlx), "--temperature", "0", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("run", "--backend", "mlx", "--model", str(tiny_phi3_mlx), "--temperature", "0", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["text"] == SCRIPT_TEXT and data["finish_reason"] == "stop" and data["backend"] == "mlx"
@@ -27,11 +19,6 @@ def test_run_tiny_phi3_folder_greedy_prints_the_script(tiny_phi3_mlx: Path) -> N
 
 def test_folder_is_detected_as_mlx_without_naming_the_backend(tiny_phi3_mlx: Path) -> None:
     """With llama.cpp installed too, a safetensors folder still goes to the backend that reads it."""
-    result = subprocess.run(
-        [CLI, "run", "--model", str(tiny_phi3_mlx), "--temperature", "0", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("run", "--model", str(tiny_phi3_mlx), "--temperature", "0", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["backend"] == "mlx"

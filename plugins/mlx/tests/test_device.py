@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import re
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import pytest
@@ -14,8 +14,9 @@ from phi_backends_mlx import MlxBackend
 import phi_backends as pb
 from phi_backends.errors import OptionError
 from phi_backends.testing import GREEDY, HAIKU, SCRIPT_TEXT
+from tests.bad_inputs import expect_api_error, expect_cli_error
+from tests.cli import run_cli
 
-CLI = str(Path(sys.executable).parent / "phi-backends")
 HAS_GPU = bool(mx.is_available(mx.gpu))
 
 
@@ -33,12 +34,12 @@ def test_availability_names_metal_and_the_device_used() -> None:
 
 
 def test_backends_command_prints_reason_and_devices() -> None:
-    rows = json.loads(subprocess.run([CLI, "backends", "--json"], capture_output=True, text=True, timeout=60).stdout)
+    rows = json.loads(run_cli("backends", "--json", timeout=60).stdout)
     row = next(r for r in rows if r["name"] == "mlx")
     available = MlxBackend().availability()
     assert row["available"] and row["formats"] == ["mlx"]
     assert tuple(row["devices"]) == available.devices
-    table = subprocess.run([CLI, "backends"], capture_output=True, text=True, timeout=60).stdout
+    table = run_cli("backends", timeout=60).stdout
     assert available.reason in table
 
 
@@ -61,8 +62,10 @@ def test_gpu_runs_beside_cpu_or_is_refused_where_there_is_none(tiny_phi3_mlx: Pa
     """With a GPU: a model on it and one on the CPU in one process (after mlx-lm was imported),
     each on its own device. Without: device=gpu is a usage error, not a silent fall-back."""
     if not HAS_GPU:
-        with pytest.raises(OptionError, match=r"device 'gpu' is not available .*has: cpu.*device=cpu"):
+        with pytest.raises(OptionError) as caught:
             pb.load(str(tiny_phi3_mlx), backend="mlx", device="gpu")
+        message = expect_api_error(caught.value, OptionError, what="mlx option device='gpu' on a machine without a GPU")
+        assert re.search(r"device 'gpu' is not available .*has: cpu.*device=cpu", message), message
         return
     with (
         pb.load(str(tiny_phi3_mlx), backend="mlx", device="gpu") as gpu,
@@ -74,27 +77,28 @@ def test_gpu_runs_beside_cpu_or_is_refused_where_there_is_none(tiny_phi3_mlx: Pa
 
 
 @pytest.mark.parametrize(
-    ("options", "match"),
+    ("what", "options", "needle"),
     [
-        ({"device": "tpu"}, "device must be one of gpu, cpu"),
-        ({"n_gpu_layers": -1}, "no option 'n_gpu_layers'; its options are: device, n_ctx"),
-        ({"kv_bits": 7}, "kv_bits must be one of"),
-        ({"kv_bits": 4, "max_kv_size": 256}, "exclude each other"),
-        ({"n_ctx": "lots"}, "n_ctx must be a whole number"),
-        ({"trust_remote_code": "maybe"}, "true or false"),
+        ("mlx option device='tpu'", {"device": "tpu"}, "device must be one of gpu, cpu"),
+        (
+            "mlx option n_gpu_layers=-1 (a llama-cpp option)",
+            {"n_gpu_layers": -1},
+            "no option 'n_gpu_layers'; its options are: device, n_ctx",
+        ),
+        ("mlx option kv_bits=7", {"kv_bits": 7}, "kv_bits must be one of"),
+        ("mlx options kv_bits and max_kv_size together", {"kv_bits": 4, "max_kv_size": 256}, "exclude each other"),
+        ("mlx option n_ctx='lots'", {"n_ctx": "lots"}, "n_ctx must be a whole number"),
+        ("mlx option trust_remote_code='maybe'", {"trust_remote_code": "maybe"}, "true or false"),
     ],
 )
-def test_bad_options_are_usage_errors(tiny_phi3_mlx: Path, options: dict[str, object], match: str) -> None:
-    with pytest.raises(OptionError, match=match):
+def test_bad_options_are_usage_errors(tiny_phi3_mlx: Path, what: str, options: dict[str, Any], needle: str) -> None:
+    with pytest.raises(OptionError) as caught:
         pb.load(str(tiny_phi3_mlx), backend="mlx", **options)
+    expect_api_error(caught.value, OptionError, needle, what=what)
 
 
 def test_cli_device_option_errors_exit_2(tiny_phi3_mlx: Path) -> None:
-    result = subprocess.run(
-        [CLI, "run", "--backend", "mlx", "--model", str(tiny_phi3_mlx), "--option", "device=tpu", "hi"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = run_cli(
+        "run", "--backend", "mlx", "--model", str(tiny_phi3_mlx), "--option", "device=tpu", "hi", timeout=60
     )
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "device must be one of gpu, cpu" in result.stderr
+    expect_cli_error(result, 2, "device must be one of gpu, cpu", what="--backend mlx --option device=tpu")

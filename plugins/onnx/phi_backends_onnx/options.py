@@ -46,16 +46,18 @@ class EngineOptions:
 
 def _provider_options(_name: str, value: Any) -> tuple[tuple[str, str], ...]:
     """A mapping, or its JSON text (``-O 'provider_options={"device_id": "1"}'``), of strings."""
+    parsed = value
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            value = None
-    if not isinstance(value, Mapping):
+            parsed = None
+    if not isinstance(parsed, Mapping):
         raise OptionError(
             'provider_options must be a mapping of option names to values, e.g. {"device_id": "0"}, '
             f"got {value!r:.80}"
         )
+    value = parsed
     pairs = []
     for key, item in value.items():
         if isinstance(item, bool):

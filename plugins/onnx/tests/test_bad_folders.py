@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from phi_backends_onnx import OnnxBackend
 import phi_backends as pb
 from phi_backends import ModelSource
 from phi_backends.testing import SCRIPT_TEXT
-
-CLI = str(Path(sys.executable).parent / "phi-backends")
+from tests.bad_inputs import expect_api_error, expect_cli_error
+from tests.cli import run_cli
 
 
 def edit_config(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
@@ -51,55 +50,76 @@ def remove(name: str) -> Callable[[Path], None]:
     return lambda folder: (folder / name).unlink()
 
 
+def as_hugging_face_folder(folder: Path) -> None:
+    (folder / "genai_config.json").unlink()
+    write(folder / "config.json", b"{}")
+
+
 def _decoder(config: dict[str, Any]) -> dict[str, Any]:
     decoder: dict[str, Any] = config["model"]["decoder"]
     return decoder
 
 
-# (case, how to break the folder, exit code, error type, what the one line must say)
-CASES: list[tuple[str, Callable[[Path], None], int, type[pb.PhiBackendsError], str]] = [
-    ("no-genai-config", remove("genai_config.json"), 1, pb.ModelFormatError, "ONNX Runtime GenAI folder"),
+# (case, the bad input in words, how to break the folder, exit code, error type, what the one line must say)
+CASES: list[tuple[str, str, Callable[[Path], object], int, type[pb.PhiBackendsError], str]] = [
+    ("no-genai-config", "ONNX folder without genai_config.json", remove("genai_config.json"), 1,
+     pb.ModelFormatError, "ONNX Runtime GenAI folder"),
     (
         "hugging-face-folder",
-        lambda f: (remove("genai_config.json")(f), write(f / "config.json", b"{}")),
+        "a Hugging Face (MLX) folder given to the onnx backend",
+        as_hugging_face_folder,
         2,
         pb.UsageError,
         "MLX/safetensors folder",
     ),
-    ("config-not-json", lambda f: write(f / "genai_config.json", b"{not json"), 1, pb.ModelFormatError,
-     "genai_config.json is not valid JSON"),
-    ("config-not-object", lambda f: write(f / "genai_config.json", b"[1, 2]"), 1, pb.ModelFormatError,
-     "genai_config.json should hold a JSON object"),
-    ("no-model-section", lambda f: write(f / "genai_config.json", b'{"search": {}}'), 1, pb.ModelFormatError,
+    ("config-not-json", "genai_config.json that is not JSON", lambda f: write(f / "genai_config.json", b"{not json"),
+     1, pb.ModelFormatError, "genai_config.json is not valid JSON"),
+    ("config-not-object", "genai_config.json holding a JSON list", lambda f: write(f / "genai_config.json", b"[1, 2]"),
+     1, pb.ModelFormatError, "genai_config.json should hold a JSON object"),
+    ("no-model-section", "genai_config.json without a model section",
+     lambda f: write(f / "genai_config.json", b'{"search": {}}'), 1, pb.ModelFormatError,
      "genai_config.json has no model section"),
-    ("no-decoder-filename", edit_config(lambda c: _decoder(c).pop("filename")), 1, pb.ModelFormatError,
-     "model.decoder.filename is missing"),
-    ("filename-outside", edit_config(lambda c: _decoder(c).update(filename="../model.onnx")), 1,
-     pb.ModelFormatError, "points outside the model folder"),
-    ("bad-context-length", edit_config(lambda c: c["model"].update(context_length="4k")), 1, pb.ModelFormatError,
+    ("no-decoder-filename", "genai_config.json without model.decoder.filename",
+     edit_config(lambda c: _decoder(c).pop("filename")), 1, pb.ModelFormatError, "model.decoder.filename is missing"),
+    ("filename-outside", "genai_config.json naming a decoder outside the folder (../model.onnx)",
+     edit_config(lambda c: _decoder(c).update(filename="../model.onnx")), 1, pb.ModelFormatError,
+     "points outside the model folder"),
+    ("bad-context-length", 'genai_config.json with context_length "4k"',
+     edit_config(lambda c: c["model"].update(context_length="4k")), 1, pb.ModelFormatError,
      "model.context_length must be a positive whole number"),
-    ("bad-eos", edit_config(lambda c: c["model"].update(eos_token_id=[99999999])), 1, pb.ModelFormatError,
+    ("bad-eos", "genai_config.json with an eos_token_id past the vocabulary",
+     edit_config(lambda c: c["model"].update(eos_token_id=[99999999])), 1, pb.ModelFormatError,
      "model.eos_token_id must be a token id"),
-    ("multimodal", edit_config(lambda c: c["model"].update(vision={"filename": "vision.onnx"})), 1,
-     pb.ModelFormatError, "multimodal"),
-    ("unknown-model-type", edit_config(lambda c: c["model"].update(type="nosuchtype")), 1, pb.ModelFormatError,
-     "nosuchtype"),
-    ("vocab-size-mismatch", edit_config(lambda c: c["model"].update(vocab_size=50000)), 1, pb.ModelFormatError,
+    ("multimodal", "a multimodal ONNX folder (a vision model in genai_config.json)",
+     edit_config(lambda c: c["model"].update(vision={"filename": "vision.onnx"})), 1, pb.ModelFormatError,
+     "multimodal"),
+    ("unknown-model-type", "genai_config.json with a model type onnxruntime-genai does not know",
+     edit_config(lambda c: c["model"].update(type="nosuchtype")), 1, pb.ModelFormatError, "nosuchtype"),
+    ("vocab-size-mismatch", "genai_config.json whose vocab_size does not match the model",
+     edit_config(lambda c: c["model"].update(vocab_size=50000)), 1, pb.ModelFormatError,
      "genai_config.json says vocab_size 50000, which does not match the model's logits"),
-    ("onnx-missing", remove("model.onnx"), 1, pb.ModelFormatError, "model.onnx is missing"),
-    ("onnx-empty", lambda f: write(f / "model.onnx", b""), 1, pb.ModelFormatError, "the file is empty"),
-    ("onnx-garbage", lambda f: write(f / "model.onnx", os.urandom(4096)), 1, pb.ModelFormatError,
+    ("onnx-missing", "ONNX folder without model.onnx", remove("model.onnx"), 1, pb.ModelFormatError,
+     "model.onnx is missing"),
+    ("onnx-empty", "an empty model.onnx", lambda f: write(f / "model.onnx", b""), 1, pb.ModelFormatError,
+     "the file is empty"),
+    ("onnx-garbage", "model.onnx of random bytes",
+     lambda f: write(f / "model.onnx", random.Random(0).randbytes(4096)), 1, pb.ModelFormatError,
      "model.onnx is not a complete ONNX model"),
-    ("onnx-truncated", cut("model.onnx", lambda n: n // 2), 1, pb.ModelFormatError, "cut short"),
-    ("onnx-lfs-pointer", lambda f: write(f / "model.onnx", b"version https://git-lfs.github.com/spec/v1\n"),
-     1, pb.ModelFormatError, "Git LFS pointer"),
-    ("data-missing", remove("model.onnx.data"), 1, pb.ModelFormatError, "model.onnx.data is missing"),
-    ("data-truncated", cut("model.onnx.data", lambda n: n - 4096), 1, pb.ModelFormatError,
+    ("onnx-truncated", "model.onnx cut in half", cut("model.onnx", lambda n: n // 2), 1, pb.ModelFormatError,
+     "cut short"),
+    ("onnx-lfs-pointer", "model.onnx that is a Git LFS pointer",
+     lambda f: write(f / "model.onnx", b"version https://git-lfs.github.com/spec/v1\n"), 1, pb.ModelFormatError,
+     "Git LFS pointer"),
+    ("data-missing", "ONNX folder without model.onnx.data", remove("model.onnx.data"), 1, pb.ModelFormatError,
+     "model.onnx.data is missing"),
+    ("data-truncated", "model.onnx.data 4 KiB short", cut("model.onnx.data", lambda n: n - 4096), 1,
+     pb.ModelFormatError, "model.onnx.data is truncated"),
+    ("data-empty", "an empty model.onnx.data", cut("model.onnx.data", lambda n: 0), 1, pb.ModelFormatError,
      "model.onnx.data is truncated"),
-    ("data-empty", cut("model.onnx.data", lambda n: 0), 1, pb.ModelFormatError, "model.onnx.data is truncated"),
-    ("tokenizer-missing", remove("tokenizer.json"), 1, pb.ModelFormatError, "tokenizer.json"),
-    ("tokenizer-not-json", lambda f: write(f / "tokenizer.json", b"{bad"), 1, pb.ModelFormatError,
-     "tokenizer.json is not valid JSON"),
+    ("tokenizer-missing", "ONNX folder without tokenizer.json", remove("tokenizer.json"), 1, pb.ModelFormatError,
+     "tokenizer.json"),
+    ("tokenizer-not-json", "ONNX folder whose tokenizer.json is not JSON",
+     lambda f: write(f / "tokenizer.json", b"{bad"), 1, pb.ModelFormatError, "tokenizer.json is not valid JSON"),
 ]  # fmt: skip
 
 
@@ -114,33 +134,31 @@ def broken(request: pytest.FixtureRequest, tiny_phi3_onnx: Path, tmp_path: Path)
 
 
 def params() -> list[Any]:
-    return [pytest.param(fn, code, kind, needle, id=case) for case, fn, code, kind, needle in CASES]
+    return [pytest.param(fn, what, code, kind, needle, id=case) for case, what, fn, code, kind, needle in CASES]
 
 
-@pytest.mark.parametrize(("broken", "code", "kind", "needle"), params(), indirect=["broken"])
-def test_cli_one_line_and_exit_code(broken: Path, code: int, kind: type, needle: str) -> None:
-    result = subprocess.run(
-        [CLI, "run", "--backend", "onnx", "--model", str(broken), "--max-tokens", "4"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == code, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith("phi-backends: error: ") and needle in lines[0], lines[0]
+@pytest.mark.parametrize(("broken", "what", "code", "kind", "needle"), params(), indirect=["broken"])
+def test_cli_one_line_and_exit_code(broken: Path, what: str, code: int, kind: type, needle: str) -> None:
+    result = run_cli("run", "--backend", "onnx", "--model", str(broken), "--max-tokens", "4")
+    expect_cli_error(result, code, needle, what=what)
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize(("broken", "code", "kind", "needle"), params(), indirect=["broken"])
-def test_api_error_type(broken: Path, code: int, kind: type, needle: str) -> None:
+@pytest.mark.parametrize(("broken", "what", "code", "kind", "needle"), params(), indirect=["broken"])
+def test_api_error_type(broken: Path, what: str, code: int, kind: type[pb.PhiBackendsError], needle: str) -> None:
     with pytest.raises(kind) as caught:
         pb.load(str(broken), backend="onnx")
-    assert needle in str(caught.value) and caught.value.exit_code == code
+    expect_api_error(caught.value, kind, needle, what=what)
+    assert caught.value.exit_code == code
 
 
 def test_backend_checks_the_folder_itself(tmp_path: Path) -> None:
     """Handed a folder directly (not through the core's format detection), the backend says what is missing."""
-    with pytest.raises(pb.ModelFormatError, match=r"has no genai_config\.json"):
+    with pytest.raises(pb.ModelFormatError) as caught:
         OnnxBackend().load(ModelSource(path=tmp_path, format="onnx", name="empty"), {})
+    expect_api_error(
+        caught.value, pb.ModelFormatError, "has no genai_config.json", what="an empty folder given to OnnxBackend.load"
+    )
 
 
 @pytest.mark.parametrize(
@@ -161,16 +179,10 @@ def test_broken_model_template_leaves_built_in_templates_usable(
             os.symlink(item, folder / item.name)
     write(folder / file, content.encode())
     greedy = ["--temperature", "0", "--repeat-penalty", "1"]
-    auto = subprocess.run(
-        [CLI, "run", "--backend", "onnx", "--model", str(folder), *greedy], capture_output=True, text=True
-    )
-    assert auto.returncode == auto_code and len(auto.stderr.strip().splitlines()) == auto_code, auto.stderr
+    auto = run_cli("run", "--backend", "onnx", "--model", str(folder), *greedy)
     if auto_code:
-        assert "template" in auto.stderr and "Traceback" not in auto.stderr
+        expect_cli_error(auto, auto_code, "template", what="ONNX folder whose chat_template.jinja does not compile")
     else:
-        assert auto.stdout == SCRIPT_TEXT + "\n"
-    chosen = subprocess.run(
-        [CLI, "run", "--backend", "onnx", "--model", str(folder), "--template", "phi3", *greedy],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        assert auto.returncode == 0 and auto.stderr == "" and auto.stdout == SCRIPT_TEXT + "\n", auto.stderr
+    chosen = run_cli("run", "--backend", "onnx", "--model", str(folder), "--template", "phi3", *greedy)
     assert chosen.returncode == 0 and chosen.stdout == SCRIPT_TEXT + "\n" and chosen.stderr == "", chosen.stderr

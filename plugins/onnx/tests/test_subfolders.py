@@ -8,18 +8,17 @@ CLI in a subprocess with ``HF_ENDPOINT`` / ``HF_HOME`` / ``PHI_BACKENDS_CONFIG``
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from phi_backends.testing import SCRIPT_TEXT
+from tests.bad_inputs import expect_cli_error
+from tests.cli import run_cli
 from tests.fakehub import FakeHub
 
-CLI = str(Path(sys.executable).parent / "phi-backends")
 REPO = "someone/Tiny-Phi3-onnx"
 GREEDY = ["--temperature", "0", "--repeat-penalty", "1"]
 CATALOGUE = f"""
@@ -47,18 +46,15 @@ def env(hub: FakeHub, tmp_path: Path) -> dict[str, str]:
     config = tmp_path / "config.toml"
     config.write_text(CATALOGUE)
     return {
-        **os.environ,
         "HF_ENDPOINT": hub.url,
         "HF_HOME": str(tmp_path / "hf"),
-        "HF_HUB_DISABLE_XET": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "PHI_BACKENDS_CONFIG": str(config),
     }
 
 
 def run(env: dict[str, str], *args: str, model: str = "tiny-phi3-onnx") -> subprocess.CompletedProcess[str]:
-    command = [CLI, "run", "--model", model, "--backend", "onnx", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
+    return run_cli("run", "--model", model, "--backend", "onnx", *args, env=env, timeout=180)
 
 
 @pytest.mark.parametrize(
@@ -78,9 +74,8 @@ def test_cpu_downloads_only_the_cpu_subfolder(hub: FakeHub, env: dict[str, str],
 
 def test_provider_the_catalogue_does_not_publish(hub: FakeHub, env: dict[str, str]) -> None:
     result = run(env, "--provider", "cpu", model="tiny-phi3-cuda-only")
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "published for providers cuda, not 'cpu'" in lines[0]
+    what = "--provider cpu for a catalogue ONNX model published only for cuda"
+    expect_cli_error(result, 2, "published for providers cuda, not 'cpu'", what=what)
     assert hub.hits("GET", "/resolve/") == 0
 
 
@@ -92,7 +87,6 @@ def test_published_provider_that_cannot_run_here(hub: FakeHub, env: dict[str, st
         assert result.returncode == 0 and result.stdout == SCRIPT_TEXT + "\n", result.stderr
         return
     result = run(env, "--provider", "cuda")
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "'cuda' cannot be used here" in lines[0] and "usable here: cpu" in lines[0]
+    what = "--provider cuda for a catalogue ONNX model, where cuda cannot be used"
+    expect_cli_error(result, 1, "'cuda' cannot be used here", "usable here: cpu", what=what)
     assert hub.hits(None, "cuda-fp16") == 0, "the provider is checked before anything is downloaded"
