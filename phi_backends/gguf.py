@@ -5,7 +5,10 @@ under a ``.gguf`` name, a garbage length field, a tokenizer array of the wrong t
 walks the header, the metadata and the tensor table without loading any tensor data, checks every
 length against the file's size (so garbage never makes it allocate or loop for long), checks that
 every tensor lies inside the file, and raises :class:`~phi_backends.errors.ModelFormatError` with a
-one-line message otherwise.
+one-line message otherwise. It also refuses what llama.cpp would load and then abort, crash or hang
+on (checked with llama-cpp-python 0.3.36): a layer count outside 1-512, a negative or non-finite norm
+epsilon, a RoPE dimension count that is zero, odd or larger than a head, a context length that does
+not fit llama.cpp's int32, integer or F64 weights, and two tokens with the same text.
 
 Layout (little-endian, versions 2 and 3)::
 
@@ -23,6 +26,7 @@ tokens, scores, token types and merges) are skipped, not decoded: the metadata h
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -116,6 +120,9 @@ GGML_TYPE_SIZES: dict[int, tuple[int, int]] = {
     34: (256, 54), 35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18),
 }  # fmt: skip
 # Types that ggml once had and removed: files using them need a newer conversion.
+# ggml types that llama.cpp cannot compute with as weights: it aborts (I32 token_embd) or
+# segfaults (I32 output) on them. No converter writes them for a model's weights.
+_NOT_WEIGHT_TYPES = {24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64"}
 _REMOVED_TYPES = {
     4: "Q4_2", 5: "Q4_3", 31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8",
     36: "IQ4_NL_4_4", 37: "IQ4_NL_4_8", 38: "IQ4_NL_8_8",
@@ -295,6 +302,7 @@ def read_gguf(path: Path | str) -> GGUFInfo:
         tensors = _read_tensor_infos(reader, tensor_count)
         data_offset = -(-reader.pos // alignment) * alignment
     _check_tensor_data(tensors, data_offset, alignment, size, label)
+    _check_hyperparameters(metadata, kinds, label)
     return GGUFInfo(
         path=path,
         version=version,
@@ -433,7 +441,9 @@ class _Reader:
         self.room(count, _MIN_SIZE[item_type], what, f"{what} at byte {self.pos - 12:,} claims {count:,} items")
         return item_type, count
 
-    def array_items(self, item_type: int, count: int, what: str, depth: int, *, decode: bool) -> list[Any]:
+    def array_items(
+        self, item_type: int, count: int, what: str, depth: int, *, decode: bool, unique: bool = False
+    ) -> list[Any]:
         """Read (``decode``) or skip ``count`` items at ``pos``; the count already fits the file."""
         if item_type in _FORMATS:
             char, size = _FORMATS[item_type]
@@ -448,16 +458,20 @@ class _Reader:
             values = list(struct.unpack_from(f"<{count}{char}", self.buf, i))
             return [bool(v) for v in values] if item_type == GGUFValueType.BOOL else values
         if item_type == GGUFValueType.STRING:
-            return self.strings(count, what, decode=decode)
+            return self.strings(count, what, decode=decode, unique=unique)
         items = []
         for _ in range(count):  # arrays of arrays: rare, and each header is at least 12 bytes
             sub_type, sub_count = self.array_header(what, depth + 1)
             items.append(self.array_items(sub_type, sub_count, what, depth + 1, decode=decode))
         return items if decode else []
 
-    def strings(self, count: int, what: str, *, decode: bool) -> list[str]:
-        """The hot loop: 200k token strings skip in a few tens of milliseconds."""
+    def strings(self, count: int, what: str, *, decode: bool, unique: bool = False) -> list[str]:
+        """The hot loop: 200k token strings skip in a few tens of milliseconds.
+
+        ``unique``: fail on two equal strings (llama.cpp aborts on a vocabulary that has them).
+        """
         out: list[str] = []
+        seen: set[bytes] | None = set() if unique else None
         buf, base, pos, size = self.buf, self.base, self.pos, self.size
         end = base + len(buf)
         unpack = _U64.unpack_from
@@ -477,13 +491,22 @@ class _Reader:
                     )
                 raise self.short(8 + n, what)
             pos += 8
-            if decode:
+            if decode or seen is not None:
                 if pos + n > end:
                     self.pos = pos
                     self.ensure(n, what)
                     buf, base = self.buf, self.base
                     end = base + len(buf)
-                out.append(buf[pos - base : pos - base + n].decode("utf-8", errors="replace"))
+                raw = buf[pos - base : pos - base + n]
+                if seen is not None:
+                    if raw in seen:
+                        raise ModelFormatError(
+                            f"{self.label} is corrupt: {what} holds the token {_show(raw.decode('utf-8', 'replace'))} "
+                            "twice (llama.cpp would abort on it); re-download it"
+                        )
+                    seen.add(raw)
+                if decode:
+                    out.append(raw.decode("utf-8", errors="replace"))
             pos += n
         self.pos = pos
         return out
@@ -508,11 +531,12 @@ def _read_metadata(r: _Reader, kv_count: int) -> tuple[dict[str, Any], dict[str,
         if vtype == GGUFValueType.ARRAY:
             item_type, count = r.array_header(what, 1)
             kinds[key] = (vtype, item_type, count)
+            unique = key == "tokenizer.ggml.tokens"
             if count <= SMALL_ARRAY:
-                metadata[key] = r.array_items(item_type, count, what, 1, decode=True)
+                metadata[key] = r.array_items(item_type, count, what, 1, decode=True, unique=unique)
             else:
                 metadata[key] = GGUFArray(item_type, count, r.pos)
-                r.array_items(item_type, count, what, 1, decode=False)
+                r.array_items(item_type, count, what, 1, decode=False, unique=unique)
         else:
             kinds[key] = (vtype, -1, 0)
             metadata[key] = r.scalar(vtype, what)
@@ -560,6 +584,55 @@ def _check_tokenizer(metadata: dict[str, Any], kinds: dict[str, tuple[int, int, 
             )
 
 
+_INT_TYPES = frozenset(t for t in GGUFValueType if t not in (GGUFValueType.FLOAT32, GGUFValueType.FLOAT64)) - {
+    GGUFValueType.BOOL,
+    GGUFValueType.STRING,
+    GGUFValueType.ARRAY,
+}
+_FLOAT_TYPES = frozenset({GGUFValueType.FLOAT32, GGUFValueType.FLOAT64})
+LLAMA_MAX_LAYERS = 512  # llama.cpp's limit; it aborts outside 1..512
+_INT32_MAX = 2**31 - 1  # llama.cpp returns the training context as an int32
+
+
+def _check_hyperparameters(metadata: dict[str, Any], kinds: dict[str, tuple[int, int, int]], label: str) -> None:
+    """Values llama.cpp loads without checking and then aborts, crashes or hangs on.
+
+    Only scalar values of the usual types are checked; anything else llama.cpp itself refuses.
+    """
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str):
+        return
+
+    def scalar(name: str, types: frozenset[int]) -> Any:
+        key = f"{arch}.{name}"
+        return metadata[key] if key in kinds and kinds[key][0] in types else None
+
+    def corrupt(name: str, value: object, need: str) -> ModelFormatError:
+        return ModelFormatError(
+            f"{label} is corrupt: {arch}.{name} is {value!r}, but {need} (llama.cpp would abort or hang); re-download it"
+        )
+
+    layers = scalar("block_count", _INT_TYPES)
+    if layers is not None and not 1 <= layers <= LLAMA_MAX_LAYERS:
+        raise corrupt("block_count", layers, f"a model has 1 to {LLAMA_MAX_LAYERS} layers")
+    context = scalar("context_length", _INT_TYPES)
+    if context is not None and not 1 <= context <= _INT32_MAX:
+        raise corrupt("context_length", context, f"it must be 1 to {_INT32_MAX:,}")
+    for name in ("attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon"):
+        eps = scalar(name, _FLOAT_TYPES)
+        if eps is not None and not (math.isfinite(eps) and eps >= 0):
+            raise corrupt(name, eps, "a norm epsilon is a small positive number")
+    rot = scalar("rope.dimension_count", _INT_TYPES)
+    if rot is not None:
+        head = scalar("attention.key_length", _INT_TYPES)
+        width, heads = scalar("embedding_length", _INT_TYPES), scalar("attention.head_count", _INT_TYPES)
+        if head is None and width and heads:
+            head = width // heads
+        if rot <= 0 or rot % 2 or (head and rot > head):
+            most = f" up to the head size {head}" if head else ""
+            raise corrupt("rope.dimension_count", rot, f"RoPE rotates an even number of dimensions from 2{most}")
+
+
 def _read_tensor_infos(r: _Reader, tensor_count: int) -> list[GGUFTensor]:
     tensors: list[GGUFTensor] = []
     seen: set[str] = set()
@@ -594,6 +667,11 @@ def _tensor(label: str, name: str, shown: str, shape: tuple[int, ...], ggml_type
         raise ModelFormatError(
             f"{label} has tensor {shown} of unknown ggml type {ggml_type}; the file is corrupt, or newer than "
             "phi-backends: re-download it, or upgrade phi-backends"
+        )
+    if ggml_type in _NOT_WEIGHT_TYPES:
+        raise ModelFormatError(
+            f"{label} is corrupt: tensor {shown} has the integer/F64 type {_NOT_WEIGHT_TYPES[ggml_type]}, which "
+            "llama.cpp cannot use for model weights; re-download it"
         )
     block, type_size = GGML_TYPE_SIZES[ggml_type]
     n = 1

@@ -10,10 +10,14 @@ with these additional bounds, each turning into a one-line :class:`TemplateError
 ===============================  =====================================================
 template source                  at most :data:`MAX_SOURCE_CHARS` characters
 ``range()``                      at most :data:`MAX_RANGE` items
-loop iterations + calls          at most :data:`MAX_STEPS` per render
+loop iterations + calls          at most :data:`MAX_STEPS` per render; a filter that runs
+                                 Python code per item (``sort``, ``map``, ``select``,
+                                 ``urlize``, ...) counts its input's items (or characters)
+                                 as steps *before* it runs
 wall clock                       :data:`MAX_RENDER_SECONDS` per render (checked every
-                                 64 steps; one single slow C-level operation is not
-                                 interrupted, but the size bounds below keep each short)
+                                 64 steps and after every :data:`CLOCK_EVERY_BYTES` built;
+                                 one single C-level operation is not interrupted, but the
+                                 size and step bounds keep each one short)
 call nesting (macro recursion)   at most :data:`MAX_CALL_DEPTH` nested calls
 any one string/list made         at most ``MAX_OUTPUT_CHARS + 2 * input`` characters or
 (``+ * % ~``, filters, methods)  items, where ``input`` is the length of all message
@@ -21,6 +25,10 @@ any one string/list made         at most ``MAX_OUTPUT_CHARS + 2 * input`` charac
 the rendered text                the same bound
 everything written by ``{{ }}``  at most ``4 *`` that bound per render (output captured
 and literal text in loops        by ``{% set %}`` blocks and macros included)
+everything built, in all         at most :data:`MAX_BUILT_BYTES` ``+ 64 *`` input bytes per
+(strings, lists, ... made by     render, counted pessimistically (``sys.getsizeof``, plus
+operators, filters, methods      :data:`ITEM_BYTES` per list item): values kept in variables
+and slices)                      cannot pile up, whatever the template keeps alive
 integers                         ``**`` and ``*`` results at most :data:`MAX_INT_BITS` bits
 ``tojson(indent=...)``           at most :data:`MAX_JSON_INDENT`
 ===============================  =====================================================
@@ -42,9 +50,10 @@ import functools
 import json
 import re
 import string
+import sys
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -64,6 +73,9 @@ if TYPE_CHECKING:
     from .templates import Message
 
 __all__ = [
+    "CLOCK_EVERY_BYTES",
+    "ITEM_BYTES",
+    "MAX_BUILT_BYTES",
     "MAX_CALL_DEPTH",
     "MAX_INT_BITS",
     "MAX_JSON_INDENT",
@@ -92,8 +104,15 @@ MAX_OUTPUT_CHARS: Final = 4_000_000
 MAX_INT_BITS: Final = 32_768
 #: Largest ``indent`` the ``tojson`` filter accepts.
 MAX_JSON_INDENT: Final = 16
+#: Bytes that one render may build in all (strings, lists, ...); 64 bytes per input character are added.
+MAX_BUILT_BYTES: Final = 256 * 1024 * 1024
+#: What one item of a built list (or tuple, dict, set) is counted as: its pointer plus a fresh small object.
+ITEM_BYTES: Final = 88
+#: The wall clock is also checked each time this many more bytes have been built.
+CLOCK_EVERY_BYTES: Final = 1024 * 1024
 
 _EMITTED_FACTOR: Final = 4
+_BUILT_PER_INPUT_CHAR: Final = 64
 _HINT: Final = "pass --template NAME or --raw"
 
 
@@ -124,10 +143,13 @@ class _Budget:
     max_emitted: int
     per_tick: int
     deadline: float
+    max_built: int = MAX_BUILT_BYTES
     known: dict[int, int] = field(default_factory=dict)
     steps: int = 0
     emitted: int = 0
     depth: int = 0
+    built: int = 0
+    clock_at: int = CLOCK_EVERY_BYTES
 
     def tick(self) -> None:
         self.steps += 1
@@ -135,8 +157,30 @@ class _Budget:
             raise _LimitExceeded(f"made more than {MAX_STEPS:,} loop iterations and calls")
         if self.per_tick:
             self.emit(self.per_tick)
-        if not self.steps & 63 and time.monotonic() > self.deadline:
+        if not self.steps & 63:
+            self.check_clock()
+
+    def check_clock(self) -> None:
+        if time.monotonic() > self.deadline:
             raise _LimitExceeded(f"ran for more than {MAX_RENDER_SECONDS:g} s")
+
+    def take_steps(self, count: int, what: str) -> None:
+        """Count ``count`` steps of Python-level work that one filter is about to do."""
+        self.steps += count
+        if self.steps > MAX_STEPS:
+            raise _LimitExceeded(
+                f"made more than {MAX_STEPS:,} loop iterations and calls (the {what} filter over {count:,} items)"
+            )
+        self.check_clock()
+
+    def charge(self, nbytes: int) -> None:
+        """Count ``nbytes`` more built, before or after the value is made (see MAX_BUILT_BYTES)."""
+        self.built += nbytes
+        if self.built > self.max_built:
+            raise _LimitExceeded(f"built more than {self.max_built >> 20:,} MiB of strings and lists in all")
+        if self.built >= self.clock_at:
+            self.clock_at = self.built + CLOCK_EVERY_BYTES
+            self.check_clock()
 
     def emit(self, chars: int) -> None:
         self.emitted += chars
@@ -147,9 +191,13 @@ class _Budget:
         if size > self.max_chars:
             raise _LimitExceeded(f"built {what} of more than {self.max_chars:,} characters or items")
 
-    def check_result(self, value: object) -> None:
+    def check_result(self, value: object, *, new: bool = True) -> None:
+        """Check a value just made; ``new`` counts it as built (a filter such as ``first``
+        returns a value that already existed)."""
         if isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)):
             self.check_size(len(value))
+        if new:
+            self.charge(_cost(value))
 
     def check_int(self, value: object) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > self.max_chars:
@@ -202,6 +250,15 @@ def _weight(value: object, cap: int, known: Mapping[int, int]) -> int:
         if total > cap:
             break
     return total
+
+
+def _cost(value: object) -> int:
+    """What building ``value`` is counted as, in bytes: its own size, plus ITEM_BYTES per item."""
+    if isinstance(value, (str, bytes, bytearray)) or (isinstance(value, int) and value.bit_length() > 64):
+        return sys.getsizeof(value)  # small numbers are too small to matter (and often cached)
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return sys.getsizeof(value) + ITEM_BYTES * len(value)
+    return 0
 
 
 _FORMAT_SPEC_NUMBERS: Final = re.compile(r"\d+")
@@ -278,6 +335,10 @@ def _check_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any], b: _Bud
         b.check_size(_weight(items, b.max_chars, b.known) + len(owner) * len(items))
         return (items, *args[1:])
     b.check_weight(args, kwargs)
+    if method in _SPLITTING_METHODS:
+        sep = args[0] if args else kwargs.get("sep")
+        step = len(sep) if isinstance(sep, (str, bytes)) and sep else 2
+        b.charge(ITEM_BYTES * (len(owner) // step + 1))  # before the list of pieces is made
     if method in ("format", "format_map") and isinstance(owner, str):
         _check_brace_format(owner, b)
     elif method == "replace" and len(args) >= 2:
@@ -291,6 +352,9 @@ def _check_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any], b: _Bud
         longest = max((len(v) for v in args[0].values() if isinstance(v, (str, bytes))), default=1)
         b.check_size(len(owner) * max(longest, 1))
     return args
+
+
+_SPLITTING_METHODS: Final = frozenset({"split", "rsplit", "splitlines"})
 
 
 def _check_replace(text: object, old: object, new: object, count: object, b: _Budget) -> None:
@@ -309,7 +373,7 @@ def _check_replace(text: object, old: object, new: object, count: object, b: _Bu
 
 
 class _BoundedCodeGenerator(CodeGenerator):
-    """Routes every ``{% for %}`` iterable and every ``~`` through the environment's checks."""
+    """Routes every ``{% for %}`` iterable, every ``~`` and every slice through the environment's checks."""
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
         iterable = node.iter
@@ -322,6 +386,22 @@ class _BoundedCodeGenerator(CodeGenerator):
             node.iter = nodes.Call(hook, [iterable], [], None, None, lineno=iterable.lineno)
             node.iter.set_environment(self.environment)
         super().visit_For(node, frame)
+
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        if not isinstance(node.arg, nodes.Slice):
+            super().visit_Getitem(node, frame)
+            return
+        # Jinja writes a slice as plain Python subscription, past the environment: count the copy.
+        self.write("environment.phi_slice(")
+        self.visit(node.node, frame)
+        self.write(", slice(")
+        for part in (node.arg.start, node.arg.stop, node.arg.step):
+            if part is None:
+                self.write("None")
+            else:
+                self.visit(part, frame)
+            self.write(", ")
+        self.write("))")
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.phi_concat((")
@@ -382,6 +462,11 @@ class _ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
         finally:
             budget.depth -= 1
         budget.check_result(result)
+        return result
+
+    def phi_slice(self, obj: Any, part: slice) -> Any:
+        result = obj[part]
+        _budget().check_result(result)  # ``big[::-1]`` copies
         return result
 
     def phi_loop(self, iterable: Iterable[Any]) -> Iterator[Any]:
@@ -459,8 +544,24 @@ _STRUCTURAL_FILTERS: Final = frozenset(
 )  # fmt: skip
 
 
+# Filters that return one of their inputs (or a part of it), building nothing new.
+_SELECTING_FILTERS: Final = frozenset({"attr", "d", "default", "first", "last", "max", "min", "random"})
+
+# Filters that run Python code per item (key functions, tests, attribute lookups, a word
+# loop): steps counted per item (per character for text filters) of the first argument,
+# before they run, so that one call cannot outlast the wall-clock bound.
+_ITEM_STEPS: Final = {
+    "batch": 1, "dictsort": 4, "groupby": 4, "items": 1, "join": 1, "list": 1, "map": 1, "max": 1,
+    "min": 1, "reject": 1, "rejectattr": 1, "select": 1, "selectattr": 1, "slice": 1, "sort": 4,
+    "sum": 1, "title": 1, "unique": 4, "urlize": 4, "wordwrap": 4,
+}  # fmt: skip
+_TEXT_FILTERS: Final = frozenset({"title", "urlize", "wordwrap"})  # they work on str(value)
+
+
 def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     structural = name in _STRUCTURAL_FILTERS
+    selecting = name in _SELECTING_FILTERS
+    item_steps = _ITEM_STEPS.get(name, 0)
 
     @functools.wraps(func)  # keeps jinja_pass_arg, so Jinja passes the same first argument
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -470,6 +571,12 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         values = [a for a in values if not isinstance(a, Context)]
         for value in (*values[1:], *kwargs.values()):
             budget.check_int(value)
+        if item_steps and values:
+            first = values[0]
+            if name in _TEXT_FILTERS and not isinstance(first, str):
+                budget.take_steps(item_steps * _weight(first, budget.max_chars, budget.known), name)
+            elif isinstance(first, Sized):
+                budget.take_steps(item_steps * len(first), name)
         if not structural:
             budget.check_weight(values, kwargs)
         if name == "join" and values and not isinstance(values[0], (str, Mapping)):
@@ -496,7 +603,7 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         elif name == "format" and values and isinstance(values[0], str):
             _check_percent_format(values[0], budget)
         result = func(*args, **kwargs)
-        budget.check_result(result)
+        budget.check_result(result, new=not selecting)
         return result
 
     return guarded
@@ -602,6 +709,7 @@ class JinjaChatTemplate:
             max_emitted=_EMITTED_FACTOR * max_chars,
             per_tick=self._per_tick,
             deadline=time.monotonic() + MAX_RENDER_SECONDS,
+            max_built=MAX_BUILT_BYTES + _BUILT_PER_INPUT_CHAR * input_chars,
             known=known,
         )
         variables: dict[str, Any] = {

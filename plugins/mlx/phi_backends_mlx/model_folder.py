@@ -94,8 +94,9 @@ def read_model_folder(folder: Path) -> ModelFolder:
         raise ModelFormatError(
             f"{folder / 'config.json'} has no usable model_type (got {model_type!r}); it is not a Hugging Face model config"
         )
-    weights = _weights(folder)
+    weights, names = _weights(folder)
     text = _text_config(config)
+    _check_layer_count(folder, config, text, names)
     return ModelFolder(
         path=folder,
         config=config,
@@ -126,7 +127,8 @@ def _config(path: Path) -> dict[str, Any]:
     return read_json_object(path, max_bytes=MAX_CONFIG_BYTES, fix="re-download or fix the file")
 
 
-def _weights(folder: Path) -> tuple[Path, ...]:
+def _weights(folder: Path) -> tuple[tuple[Path, ...], set[str]]:
+    """The weight files, checked, and the names of the tensors they hold."""
     files = tuple(sorted(folder.glob(WEIGHTS_GLOB)))
     if not files:
         others = sorted(p.name for p in folder.glob("*.safetensors"))
@@ -147,13 +149,38 @@ def _weights(folder: Path) -> tuple[Path, ...]:
                     f"{folder} is incomplete: {index.name} lists {', '.join(missing[:3])}, which is missing; "
                     "re-download the model"
                 )
+    names: set[str] = set()
     for path in files:
-        check_safetensors(path)
-    return files
+        names |= check_safetensors(path)
+    return files, names
 
 
-def check_safetensors(path: Path) -> None:
-    """The header parses and every tensor's bytes lie inside the file, at its declared size."""
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
+#: Layers a config.json may claim when the weights' names do not show how many they hold.
+MAX_LAYERS = 1024
+
+
+def _check_layer_count(folder: Path, config: Mapping[str, Any], text: Mapping[str, Any], names: set[str]) -> None:
+    """mlx-lm builds every layer config.json claims before it loads a single weight: a count of
+    10**9 would build layers until memory runs out. More layers than the weights hold cannot load."""
+    claimed = _positive_int(config, text, "num_hidden_layers", "n_layer", "num_layers")
+    if claimed is None:
+        return
+    held = {int(m.group(1)) for m in map(_LAYER_INDEX.search, names) if m}
+    limit = max(held) + 1 if held else MAX_LAYERS
+    if claimed > limit:
+        what = f"the weights hold {limit}" if held else f"more than {MAX_LAYERS} is not a real model"
+        raise ModelFormatError(
+            f"{folder / 'config.json'} says the model has {claimed:,} layers, but {what}; "
+            "fix config.json, or re-download or re-convert the model"
+        )
+
+
+def check_safetensors(path: Path) -> set[str]:
+    """The header parses and every tensor's bytes lie inside the file, at its declared size.
+
+    Returns the names of the tensors in the file.
+    """
 
     def bad(detail: str) -> ModelFormatError:
         return ModelFormatError(f"{path} is truncated or corrupt ({detail}); re-download or re-convert the model")
@@ -197,6 +224,7 @@ def check_safetensors(path: Path) -> None:
             raise bad(
                 f"tensor {name!r} holds {end - begin} bytes, not the {math.prod(shape) * itemsize} its shape needs"
             )
+    return {name for name in header if name != "__metadata__"}
 
 
 def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
