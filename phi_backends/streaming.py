@@ -7,6 +7,8 @@ after every token):
   character split across tokens (emoji, CJK, byte-fallback pieces) is never emitted in halves.
 - :class:`StopMatcher` holds back text that could still become a stop string, emits it once the
   stop string is ruled out, and never emits a stop string or anything after it.
+
+Both give the same text however the stream is cut into tokens (tests/test_streaming_fuzz.py).
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ class Detokenizer:
 
 
 class StopMatcher:
-    """Hold back text while it may still turn into one of ``stops``."""
+    """Hold back text while it may still turn into one of ``stops``.
+
+    The text is cut at the first occurrence of any stop string, as if the whole text were
+    searched at once, whatever the pieces it arrives in. So when a stop string is complete but
+    a longer one that starts earlier may still complete (stops ``"abcd"`` and ``"bc"``, text
+    ``"abc"`` so far), the matcher waits for more text before it decides.
+    """
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = tuple(stops)
@@ -56,19 +64,26 @@ class StopMatcher:
         if not self._stops:
             return text
         buffer = self._pending + text
-        cut = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        live = len(buffer) - self._longest_partial(buffer)  # where a stop string may still begin
+        cut = self._first_match(buffer)
+        if cut is not None and cut <= live:
             self.stopped = True
             self._pending = ""
             return buffer[:cut]
-        keep = self._longest_partial(buffer)
-        self._pending = buffer[len(buffer) - keep :] if keep else ""
-        return buffer[: len(buffer) - keep]
+        self._pending = buffer[live:]
+        return buffer[:live]
 
     def flush(self) -> str:
-        """At the end of generation, held-back text that never became a stop string."""
+        """At the end of generation, held-back text up to a stop string it holds, if any."""
         pending, self._pending = self._pending, ""
-        return pending
+        cut = self._first_match(pending)
+        if cut is None:
+            return pending
+        self.stopped = True
+        return pending[:cut]
+
+    def _first_match(self, buffer: str) -> int | None:
+        return min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=None)
 
     def _longest_partial(self, buffer: str) -> int:
         """Length of the longest suffix of ``buffer`` that is a proper prefix of a stop string."""

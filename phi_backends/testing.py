@@ -15,8 +15,15 @@ The models (built by ``tests/fixtures`` in the phi-backends repository):
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import gc
+import os
+import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +32,7 @@ import pytest
 
 from . import load
 from .errors import ContextLengthError, UsageError
-from .generator import Generator
+from .generator import Completion, Generator
 from .sampling import SamplingConfig
 from .streaming import Detokenizer
 
@@ -35,6 +42,66 @@ SCRIPT_TEXT = "Ice hockey on frozen ponds."
 GREEDY = SamplingConfig(temperature=0.0, repeat_penalty=1.0, max_tokens=32)
 HAIKU = [{"role": "user", "content": "Write a haiku about ice hockey"}]
 PHI3_SPECIALS = {"<|user|>": 32010, "<|end|>": 32007, "<|assistant|>": 32001, "<|system|>": 32006}
+#: Sampling with every stateful part on: temperature, top_p and a repetition penalty over a window.
+SAMPLED = SamplingConfig(temperature=0.9, top_p=0.95, repeat_penalty=1.3, repeat_last_n=16, seed=4321, max_tokens=24)
+LOAD_CLOSE_CYCLES = 100
+MAX_RSS_GROWTH = 0.05
+MAX_THREAD_GROWTH = 4  # engines may start a pool lazily; not one per load
+THREAD_TIMEOUT_S = 300.0
+
+
+def resident_memory() -> int:
+    """This process's resident set size in bytes (psutil is not a dependency)."""
+    try:
+        with open("/proc/self/statm") as statm:  # Linux
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        pass
+    try:  # macOS and the BSDs: ps reports KiB
+        out = subprocess.run(["ps", "-o", "rss=", "-p", str(os.getpid())], capture_output=True, text=True, timeout=30)
+        return int(out.stdout.strip()) * 1024
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"cannot read this process's resident memory here ({exc})") from None
+
+
+def release_free_heap() -> None:
+    """Hand the heap that glibc's allocator keeps after frees back to the OS (``malloc_trim``), so
+    that resident memory measures what is still in use, not allocator slack. No-op elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def os_threads() -> int | None:
+    """How many OS threads this process has (Linux only; None elsewhere)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def run_in_threads(work: list[Callable[[], Any]]) -> list[Any]:
+    """Run each callable in its own thread, released together; their results, or the first error."""
+    barrier = threading.Barrier(len(work))
+    results: list[Any] = [None] * len(work)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=THREAD_TIMEOUT_S)
+            results[i] = work[i]()
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(THREAD_TIMEOUT_S)
+    assert not any(thread.is_alive() for thread in threads), f"threads still running after {THREAD_TIMEOUT_S} s"
+    if errors:
+        raise errors[0]
+    return results
 
 
 @dataclass(frozen=True)
@@ -59,6 +126,13 @@ class BackendContract:
     def smol(cls, contract_models: ContractModels) -> Iterator[Generator]:
         with load(str(contract_models.smollm2), backend=contract_models.backend, **contract_models.options) as gen:
             yield gen
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def fresh_sampled(cls, contract_models: ContractModels) -> Completion:
+        """:data:`SAMPLED` on HAIKU as the first call of a freshly loaded Generator."""
+        with _load_tiny_phi3(contract_models) as gen:
+            return gen.generate(HAIKU, SAMPLED)
 
     # -- prompt and template ------------------------------------------------------------------
 
@@ -133,19 +207,76 @@ class BackendContract:
         again = phi3.generate(HAIKU, cfg.replace(seed=out.seed))
         assert again.text == out.text
 
-    def test_state_does_not_leak_between_calls(self, phi3: Generator) -> None:
-        cfg = SamplingConfig(temperature=0.8, top_p=0.9, seed=99, max_tokens=20)
-        first = phi3.generate(HAIKU, cfg).text
-        phi3.generate("Something else entirely, to fill the cache", cfg.replace(seed=5), template=None)
-        assert phi3.generate(HAIKU, cfg).text == first
+    def test_same_seed_on_the_first_and_fifth_call_gives_the_same_text(
+        self, contract_models: ContractModels, fresh_sampled: Completion
+    ) -> None:
+        """No KV cache, sampler or penalty state carries over between calls of one Generator."""
+        with _load_tiny_phi3(contract_models) as gen:
+            first = gen.generate(HAIKU, SAMPLED)
+            gen.generate("Something else entirely, to fill the cache", SAMPLED.replace(seed=5), template=None)
+            gen.generate(HAIKU, SAMPLED.replace(top_p=None, top_k=5, min_p=0.05, repeat_penalty=1.0, seed=6))
+            gen.generate(HAIKU, GREEDY.replace(stop=["frozen"]))
+            fifth = gen.generate(HAIKU, SAMPLED)
+        assert first.finish_reason == "length", "the sampled text runs off the script, so sampling decides it"
+        assert (fifth.text, fifth.token_ids) == (first.text, first.token_ids)
+        assert (first.text, first.token_ids) == (fresh_sampled.text, fresh_sampled.token_ids)
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    def test_load_close_cycles_keep_resident_memory_flat(
+        self, contract_models: ContractModels, record_property: Callable[[str, object], None]
+    ) -> None:
+        """100 load/close cycles of tiny_phi3, a short generation in each: RSS grows by at most 5%."""
+        config = GREEDY.replace(max_tokens=2)
+        rss: list[int] = []
+        threads: list[int | None] = []
+        start = time.perf_counter()
+        for cycle in range(1, LOAD_CLOSE_CYCLES + 1):
+            with _load_tiny_phi3(contract_models) as gen:
+                out = gen.generate(HAIKU, config)
+            assert out.token_ids and SCRIPT_TEXT.startswith(out.text), f"cycle {cycle}: {out.text!r}"
+            if cycle in (1, 10, LOAD_CLOSE_CYCLES):
+                gc.collect()
+                release_free_heap()  # a leak stays resident; freed heap kept by malloc does not
+                rss.append(resident_memory())
+                threads.append(os_threads())
+        first, tenth, last = rss
+        growth = (last - first) / first
+        report = (
+            f"{contract_models.backend}: resident memory after cycle 1 {first / 2**20:.1f} MiB, "
+            f"after cycle 10 {tenth / 2**20:.1f} MiB, after cycle {LOAD_CLOSE_CYCLES} {last / 2**20:.1f} MiB: "
+            f"{growth:+.2%} over cycle 1 ({(last - tenth) / 2**10 / (LOAD_CLOSE_CYCLES - 10):+.1f} KiB a cycle "
+            f"after cycle 10); OS threads {threads[0]} -> {threads[-1]}; "
+            f"{LOAD_CLOSE_CYCLES} cycles in {time.perf_counter() - start:.1f} s"
+        )
+        print(report)
+        record_property("rss_growth", report)
+        assert growth <= MAX_RSS_GROWTH, report
+        if threads[0] is not None and threads[-1] is not None:  # a thread a load would show as ~99 more
+            assert threads[-1] - threads[0] <= MAX_THREAD_GROWTH, report
 
     def test_closing_a_stream_midway_leaves_the_generator_reusable(self, phi3: Generator) -> None:
         stream = phi3.stream(HAIKU, GREEDY)
         next(stream)
         stream.close()
         assert phi3.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
+
+    def test_generating_after_a_stream_closed_midway_equals_a_fresh_generator(
+        self, contract_models: ContractModels, fresh_sampled: Completion
+    ) -> None:
+        with _load_tiny_phi3(contract_models) as gen:
+            for stream in (
+                gen.stream(
+                    "A different prompt, so that a left-over cache would show", SAMPLED.replace(seed=77), template=None
+                ),
+                gen.stream(HAIKU, SAMPLED),  # the same call, cut short
+            ):
+                chunks = [next(stream), next(stream)]
+                assert all(chunk.finish_reason is None for chunk in chunks)
+                stream.close()
+                assert list(stream) == []
+            again = gen.generate(HAIKU, SAMPLED)
+        assert (again.text, again.token_ids) == (fresh_sampled.text, fresh_sampled.token_ids)
 
     def test_abandoned_stream_in_same_thread_is_closed_by_the_next_call(self, phi3: Generator) -> None:
         stream = phi3.stream(HAIKU, GREEDY)
@@ -171,19 +302,40 @@ class BackendContract:
         assert stream.completion is not None and stream.completion.usage.completion_tokens < 50
 
     def test_threads_are_serialized(self, phi3: Generator) -> None:
-        cfg = SamplingConfig(temperature=1.0, seed=11, max_tokens=20)
-        expected = phi3.generate(HAIKU, cfg).text
-        results: list[str] = []
+        """Calls from several threads on one Generator run one at a time: each thread's text is
+        what its seed gives alone, whether it streams slowly or generates."""
+        configs = [SAMPLED.replace(seed=seed, max_tokens=16) for seed in (11, 12, 13)] + [GREEDY]
+        expected = [phi3.generate(HAIKU, config).token_ids for config in configs]
+        assert len(set(expected)) == len(expected), "the seeds give different texts"
 
-        def work() -> None:
-            results.append(phi3.generate(HAIKU, cfg).text)
+        def slow_stream(config: SamplingConfig) -> tuple[int, ...]:
+            stream = phi3.stream(HAIKU, config)
+            for _ in stream:
+                time.sleep(0.001)  # hold the Generator while the other threads wait for it
+            assert stream.completion is not None
+            return stream.completion.token_ids
 
-        threads = [threading.Thread(target=work) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert results == [expected] * 3
+        def work(config: SamplingConfig) -> list[tuple[int, ...]]:
+            return [slow_stream(config), phi3.generate(HAIKU, config).token_ids]
+
+        results = run_in_threads([functools.partial(work, config) for config in configs])
+        assert results == [[ids, ids] for ids in expected]
+        assert phi3.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
+
+    def test_several_generators_run_in_parallel_threads(
+        self, phi3: Generator, contract_models: ContractModels, fresh_sampled: Completion
+    ) -> None:
+        """The documented way to run in parallel: one Generator per thread."""
+        seeds = (SAMPLED.seed, 31)
+        expected = [phi3.generate(HAIKU, SAMPLED.replace(seed=seed)).token_ids for seed in seeds]
+        assert expected[0] == fresh_sampled.token_ids != expected[1]
+
+        def work(seed: int | None) -> list[tuple[int, ...]]:
+            with _load_tiny_phi3(contract_models) as gen:
+                return [gen.generate(HAIKU, SAMPLED.replace(seed=seed)).token_ids for _ in range(2)]
+
+        results = run_in_threads([functools.partial(work, seed) for seed in seeds])
+        assert results == [[ids, ids] for ids in expected]
 
     def test_raw_mode_takes_a_string_only(self, phi3: Generator) -> None:
         with pytest.raises(UsageError):
@@ -207,3 +359,7 @@ class BackendContract:
         out = smol.generate(HAIKU, SamplingConfig(temperature=0.0, max_tokens=64))
         assert out.finish_reason == "stop", out
         assert out.text.strip() and "<|im_end|>" not in out.text and "<|im_start|>" not in out.text
+
+
+def _load_tiny_phi3(models: ContractModels) -> Generator:
+    return load(str(models.tiny_phi3), backend=models.backend, **models.options)
