@@ -13,6 +13,10 @@ and that module implements hooks with :data:`phi_backends.hookimpl`::
     @hookimpl
     def register_backends(register):
         register(MyEngineBackend())
+
+    @hookimpl
+    def assess_model(model, platform):
+        return Verdict("my-engine", Fit.GOOD, "runs on the CPU") if model.offers(("gguf",)) else None
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from collections.abc import Callable
 
 import pluggy
 
+from .assessment import ModelQuery, Verdict
 from .backend import Backend
+from .platform import Platform
 
 PROJECT = "phi_backends"
 
@@ -35,4 +41,19 @@ def register_backends(register: Callable[[Backend], None]) -> None:
 
     A backend object must be cheap to create: import the engine only in its ``availability()``
     and ``load()`` methods, so that listing backends and ``--help`` stay fast.
+    """
+
+
+@hookspec
+def assess_model(model: ModelQuery, platform: Platform) -> Verdict | None:
+    """How well can this plugin's backend run ``model`` on ``platform``? (optional)
+
+    Return a :class:`~phi_backends.assessment.Verdict` for the plugin's own backend, or None
+    for no opinion (then the core rates it ``fallback``). A plugin is asked only where one of
+    its backends reads a format the model comes in and its ``availability()`` is ok; it rates
+    how well its engine fits ``platform``, taking its engine build's features from
+    ``platform.features(name)`` where they are given (a simulated machine) and from the
+    installed engine otherwise. It knows nothing of the other backends: the core ranks every
+    plugin's answer (docs/choice.md). Must be fast and must not load a model; an exception, or
+    an answer for a backend the plugin does not register, is reported, not raised.
     """

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from phi_backends import Backend, hookimpl
+from phi_backends import Backend, ModelQuery, Platform, Verdict, hookimpl
 
+from .assess import assess
 from .backend import OnnxBackend
 
 
 @hookimpl
 def register_backends(register: Callable[[Backend], None]) -> None:
     register(OnnxBackend())
+
+
+@hookimpl
+def assess_model(model: ModelQuery, platform: Platform) -> Verdict | None:
+    return assess(model, platform)
