@@ -6,6 +6,7 @@ into a failure: a backend test must never pass silently because its engine is mi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under --require-engines: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _no_personal_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read this machine's user config or PHI_BACKENDS_* settings (a test may set its own)."""
+    monkeypatch.setenv("PHI_BACKENDS_CONFIG", os.devnull)
+    for name in (
+        "PHI_BACKENDS_MODEL",
+        "PHI_BACKENDS_BACKEND",
+        "PHI_BACKENDS_BACKENDS",
+        "PHI_BACKENDS_PLATFORM",
+        "PHI_BACKENDS_TEMPLATE",
+    ):
+        monkeypatch.delenv(name, raising=False)
 
 
 # -- the offline test models, shared by the core's and every backend's tests -----------------------

@@ -6,10 +6,13 @@ with pb.load("phi-3-mini-4k-instruct") as gen:
         print(chunk.text, end="", flush=True)
 """
 
-from .api import load
+from .api import explain, load
+from .assessment import Fit, ModelQuery, Verdict
 from .backend import Availability, Backend, Engine, EngineInfo, ModelSource
+from .choice import Explanation
 from .errors import (
     BackendUnavailableError,
+    ConfigError,
     ContextLengthError,
     DownloadError,
     GenerationError,
@@ -26,6 +29,7 @@ from .errors import (
 )
 from .generator import Chunk, Completion, Generator, Stream, Timings, Usage
 from .hookspecs import hookimpl
+from .platform import Platform
 from .sampling import SamplingConfig
 
 __version__ = "0.1.0"
@@ -36,17 +40,22 @@ __all__ = [
     "BackendUnavailableError",
     "Chunk",
     "Completion",
+    "ConfigError",
     "ContextLengthError",
     "DownloadError",
     "Engine",
     "EngineInfo",
+    "Explanation",
+    "Fit",
     "GenerationError",
     "Generator",
     "ModelFormatError",
     "ModelNotFoundError",
+    "ModelQuery",
     "ModelSource",
     "OptionError",
     "PhiBackendsError",
+    "Platform",
     "RuntimeFailure",
     "SamplingConfig",
     "SamplingConfigError",
@@ -57,6 +66,8 @@ __all__ = [
     "UnknownModelError",
     "Usage",
     "UsageError",
+    "Verdict",
+    "explain",
     "hookimpl",
     "load",
 ]

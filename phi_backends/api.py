@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
-from . import models, plugins
+from . import choice, config, models
 from .backend import Backend, Engine, ModelSource
-from .catalogue import DEFAULT_MODEL
+from .choice import Explanation
 from .errors import BackendUnavailableError, PhiBackendsError
 from .generator import AUTO, Generator, TemplateArg
+from .platform import Platform
 from .templates import ChatTemplate, detect_template, get_template, jinja_template
 
-__all__ = ["choose_backend", "load"]
-
-#: Tried in this order when no backend is named (a later issue makes this platform-aware).
-PREFERENCE = ("llama-cpp", "onnx", "mlx")
+__all__ = ["choose_backend", "explain", "load"]
 
 
 def load(
@@ -22,26 +22,56 @@ def load(
     *,
     backend: str | None = None,
     template: TemplateArg = AUTO,
+    platform: Platform | str | None = None,
     progress: bool = True,
     **options: Any,
 ) -> Generator:
     """Load ``model`` (catalogue name, local path or hub repo id) and return a Generator.
 
     ``backend`` names the engine (``llama-cpp``, ``onnx``, ``mlx``); left out, one is chosen
-    from the model's format and what is installed. ``template`` is ``"auto"`` (the
-    catalogue's, else the model file's own, rendered in a sandbox), a built-in template name,
-    or None for raw prompts only. Other keyword arguments are engine options, passed through
-    to the backend (for llama.cpp, e.g. ``n_gpu_layers=-1``, ``n_ctx=8192``).
+    from the model's format, the ``platform`` (default: detected) and what is installed.
+    ``template`` is ``"auto"`` (the config's template if it sets one, else the catalogue's,
+    else the model file's own, rendered in a sandbox), a built-in template name, or None for
+    raw prompts only. Other keyword arguments are engine options, passed through to the
+    backend (for llama.cpp, e.g. ``n_gpu_layers=-1``, ``n_ctx=8192``).
+
+    What is left out comes from the configuration (flags > environment > project file > user
+    file > defaults; see docs/config.md): the model, the backend or the preference order of
+    the automatic choice, the platform, the template, the backend's options (the call's win
+    key by key) and the sampling defaults (:attr:`Generator.sampling`).
     """
-    name = model or DEFAULT_MODEL
-    models.classify(name)  # a missing path or an unknown name is reported before anything else
-    chosen = plugins.get_backend(backend) if backend else choose_backend(name)
+    cfg = config.current()
+    name = model or cfg.model
+    try:
+        models.classify(name)  # a missing path or an unknown name is reported before anything else
+    except PhiBackendsError as exc:
+        if model:
+            raise
+        raise cfg.blame("model", exc) from None
+    try:  # a backend that does not read the model's format fails here
+        picked = choice.choose(
+            name,
+            backend=backend or cfg.backend,
+            preference=cfg.backends,
+            platform=platform if platform is not None else cfg.platform_for_choice(),
+        )
+    except PhiBackendsError as exc:
+        if backend or cfg.backend is None:
+            raise
+        raise cfg.blame("backend", exc) from None
+    chosen = picked.backend
     availability = chosen.availability()
     if not availability.ok:
-        raise BackendUnavailableError(f"backend {chosen.name!r} cannot run here: {availability.reason}")
+        error = BackendUnavailableError(f"backend {chosen.name!r} cannot run here: {availability.reason}")
+        raise error if backend or cfg.backend is None else cfg.blame("backend", error)
+    cfg.check_options(chosen)  # a bad option in a config file is reported with its file and key
+    # The choice's options (what its verdict assumes) < the config's for this backend < the caller's.
+    options = {**picked.options, **cfg.options(chosen.name), **options}
     validate = getattr(chosen, "validate_options", None)  # optional: see Backend's docstring
     if callable(validate):
         validate(options)  # an option that cannot work fails before anything is downloaded
+    if isinstance(template, str) and template == AUTO:
+        template = cfg.template
     source = models.resolve(name, formats=chosen.formats, provider=options.get("provider"), progress=progress)
     engine = chosen.load(source, options)
     try:
@@ -49,46 +79,51 @@ def load(
     except PhiBackendsError:
         engine.close()
         raise
-    return Generator(engine, backend=chosen.name, model=source.name, template=chat_template)
+    return Generator(engine, backend=chosen.name, model=source.name, template=chat_template, sampling=cfg.sampling())
 
 
-def choose_backend(model: str) -> Backend:
-    """The first installed, runnable backend that reads a format ``model`` comes in."""
-    installed = plugins.backends()
-    if not installed:
-        raise BackendUnavailableError(
-            "no backend is installed; install one, e.g. pip install 'phi-backends[llama-cpp]'"
-        )
-    formats = _formats_of(model)
-    order = [installed[n] for n in PREFERENCE if n in installed] + [
-        b for n, b in installed.items() if n not in PREFERENCE
-    ]
-    candidates = [b for b in order if formats is None or set(b.formats) & formats]
-    if not candidates:
-        wanted = ", ".join(sorted(formats or ()))
-        hints = [f"pip install '{extra}'" for n, extra in plugins.KNOWN_BACKENDS.items() if n not in installed]
-        raise BackendUnavailableError(
-            f"no installed backend reads {wanted} models; installed: {', '.join(installed)}"
-            + (f"; install another: {' or '.join(hints)}" if hints else "")
-        )
-    reasons = []
-    for candidate in candidates:
-        availability = candidate.availability()
-        if availability.ok:
-            return candidate
-        reasons.append(f"{candidate.name}: {availability.reason}")
-    raise BackendUnavailableError("no installed backend can run here (" + "; ".join(reasons) + ")")
+def choose_backend(
+    model: str,
+    *,
+    backend: str | None = None,
+    preference: Sequence[str] = (),
+    platform: Platform | str | None = None,
+) -> Backend:
+    """The backend :func:`load` uses for ``model``: ``backend`` if named (after checking that it
+    reads the format ``model`` comes in), else the best ranked by :func:`explain`."""
+    return choice.choose(model, backend=backend, preference=preference, platform=platform).backend
 
 
-def _formats_of(model: str) -> set[str] | None:
-    """The formats ``model`` is available in, or None when any format would do."""
-    kind, value = models.classify(model)
-    if kind == "path":
-        fmt = models.detect_format(value)
-        return {fmt} if fmt else None
-    if kind == "catalogue":
-        return set(value.artifacts)
-    return {"gguf"} if model.lower().endswith(".gguf") else None
+def explain(
+    model: str | None = None,
+    *,
+    platform: Platform | str | None = None,
+    preference: Sequence[str] | None = None,
+) -> Explanation:
+    """Which backend :func:`load` would choose for ``model`` (default: the default model), and why.
+
+    Every backend is listed with its fit on ``platform`` (a :class:`Platform`, a spec string
+    such as ``"apple-silicon"`` or ``"linux-cuda,llama-cpp=cpu"``; default:
+    ``$PHI_BACKENDS_PLATFORM``, else this machine), a one-line reason and its rank; ties in fit
+    go to the first in ``preference``, then to the built-in order. See docs/choice.md.
+    What is left out comes from the configuration, as for :func:`load` (docs/config.md).
+    """
+    cfg = config.current()
+    explanation = choice.explain(
+        model or cfg.model,
+        platform=platform if platform is not None else cfg.platform_for_choice(),
+        preference=cfg.backends if preference is None else preference,
+    )
+    configured = cfg.backend
+    if configured is None or configured == explanation.chosen:
+        return explanation
+    # load() uses a configured backend whatever the ranking says: say so, and what the ranking gave.
+    named = f"{cfg['backend'].origin} names {configured}"
+    usable = [a for a in explanation.backends if a.backend == configured and a.rank is not None]
+    if not usable:
+        return dataclasses.replace(explanation, chosen=None, why=f"{named}, which cannot run this model here")
+    ranked = f"without it: {explanation.chosen} ({explanation.why})" if explanation.chosen else explanation.why
+    return dataclasses.replace(explanation, chosen=configured, why=f"{named}; {ranked}")
 
 
 def _choose_template(template: TemplateArg, source: ModelSource, engine: Engine) -> ChatTemplate | None:

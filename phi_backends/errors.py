@@ -9,7 +9,8 @@ that says what is wrong and what to do, and knows the CLI exit code it maps to::
     │   ├── UnknownModelError         a model name that is neither a path, a catalogue name nor a hub id
     │   ├── ModelNotFoundError        a local path that does not exist
     │   ├── UnknownBackendError       a backend name no plugin provides
-    │   └── OptionError               an engine option the backend does not know
+    │   ├── OptionError               an engine option the backend does not know
+    │   └── ConfigError               a config file or PHI_BACKENDS_* variable that is wrong (names the file and key)
     └── RuntimeFailure                exit 1: the call was fine but something failed
         ├── BackendUnavailableError   the backend is not installed, or cannot run on this machine
         ├── ModelFormatError          a model file that is empty, truncated, corrupt or of another format
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailableError",
+    "ConfigError",
     "ContextLengthError",
     "DownloadError",
     "GenerationError",
@@ -77,6 +79,13 @@ class UnknownBackendError(UsageError):
 
 class OptionError(UsageError):
     """An engine option that the chosen backend does not accept."""
+
+
+class ConfigError(UsageError):
+    """A config file (or ``PHI_BACKENDS_*`` environment variable) that cannot be used as written.
+
+    The message names the file and the key (or the variable) and says how to fix it.
+    """
 
 
 class RuntimeFailure(PhiBackendsError):

@@ -104,13 +104,28 @@ class Stream(Iterator[Chunk]):
 
 
 class Generator:
-    """A loaded model behind one backend. Thread-safe: calls are served one at a time."""
+    """A loaded model behind one backend. Thread-safe: calls are served one at a time.
 
-    def __init__(self, engine: Engine, *, backend: str, model: str, template: ChatTemplate | None) -> None:
+    :attr:`sampling` is the :class:`SamplingConfig` a call uses when it is given none (from
+    the config's ``[sampling]`` table when :func:`phi_backends.load` made this Generator). A
+    config given to a call is used whole, not merged with it; to change one field of the
+    defaults, pass ``gen.sampling.replace(max_tokens=20)``.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        backend: str,
+        model: str,
+        template: ChatTemplate | None,
+        sampling: SamplingConfig | None = None,
+    ) -> None:
         self._engine = engine
         self.backend = backend
         self.model = model
         self.template = template
+        self.sampling = sampling if sampling is not None else SamplingConfig()
         self._lock = threading.Lock()
         self._owner: int | None = None
         self._active: weakref.ref[Stream] | None = None
@@ -128,9 +143,10 @@ class Generator:
 
         A str is one user message rendered with the chat template, or the prompt text itself
         when ``template=None`` (raw mode). ``template`` may also name a built-in template.
-        The prompt is checked (template, context length) before this returns.
+        ``config`` left out uses :attr:`sampling`. The prompt is checked (template, context
+        length) before this returns.
         """
-        config = config or SamplingConfig()
+        config = config if config is not None else self.sampling
         chat_template = self._template_for(template)
         prompt_ids = self.prompt_ids(prompt, template=chat_template)
         context = self.info.context_length
@@ -288,6 +304,8 @@ class Generator:
         finally:
             tokens.close()  # type: ignore[attr-defined]
         tail = text.finish()
+        if text.stopped and finish == "length":  # a stop string the matcher could only settle at the end
+            finish = "stop"
         if tail:
             pieces.append(tail)
         end = time.perf_counter()

@@ -4,8 +4,9 @@
 (built-in, or added in the user's config file), or a Hugging Face Hub repo id, optionally with
 a file: ``owner/repo`` or ``owner/repo/file.gguf``.
 
-User catalogue entries live in the config file (``$PHI_BACKENDS_CONFIG``, else
-``$XDG_CONFIG_HOME/phi-backends/config.toml``, else ``~/.config/phi-backends/config.toml``)::
+Catalogue entries of one's own live in the user config file (:func:`config_path`) or the
+project's (``phi-backends.toml`` or ``[tool.phi-backends]`` in ``pyproject.toml``); the
+project's win over the user's, which win over the built-in ones::
 
     [models.my-phi]
     gguf = "someone/Some-Phi-GGUF/some-phi-q4.gguf"     # or {path = "/models/phi.gguf"}
@@ -16,24 +17,18 @@ User catalogue entries live in the config file (``$PHI_BACKENDS_CONFIG``, else
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib.util
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import hub
+from . import config_files, hub
 from .backend import ModelSource
 from .catalogue import BUILTIN_CATALOGUE, OFFLINE_MODEL, Artifact, CatalogueEntry
-from .errors import ModelFormatError, ModelNotFoundError, UnknownModelError, UsageError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from .config_files import ConfigFile
+from .errors import ConfigError, ModelFormatError, ModelNotFoundError, UnknownModelError, UsageError
 
 __all__ = ["catalogue", "classify", "config_path", "detect_format", "find_entry", "package_file", "resolve"]
 
@@ -42,16 +37,16 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/.+)?$")
 
 
 def config_path() -> Path:
-    if os.environ.get("PHI_BACKENDS_CONFIG"):
-        return Path(os.environ["PHI_BACKENDS_CONFIG"]).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "phi-backends" / "config.toml"
+    """The user config file: ``$PHI_BACKENDS_CONFIG``, else ``config.toml`` in the platform's
+    config folder (see :mod:`phi_backends.config_files`)."""
+    return config_files.user_path()
 
 
 def catalogue() -> dict[str, CatalogueEntry]:
-    """Built-in entries plus the user's (which win on a name clash)."""
+    """Built-in entries, then the user config file's, then the project's (later ones win on a name clash)."""
     entries = dict(BUILTIN_CATALOGUE)
-    entries.update(_user_entries(config_path()))
+    for file in (config_files.user_file(), config_files.project_files()[0]):
+        entries.update(config_entries(file))
     return entries
 
 
@@ -69,8 +64,8 @@ def detect_format(path: Path) -> str | None:
         try:
             with path.open("rb") as f:
                 magic = f.read(4)
-        except OSError:
-            return None
+        except OSError:  # unreadable: a .gguf is still meant as one, and its reader says why it fails
+            return "gguf" if path.suffix.lower() == ".gguf" else None
         return "gguf" if magic == b"GGUF" or path.suffix.lower() == ".gguf" else None
     if path.is_dir():
         if (path / "genai_config.json").is_file():
@@ -100,7 +95,7 @@ def classify(model: str) -> tuple[str, Any]:
     if _HUB_ID.match(model):
         return "hub", model
     names = [n for e in catalogue().values() for n in (e.name, *e.aliases)]
-    close = difflib.get_close_matches(model.lower(), names, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(model.lower(), names, n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UnknownModelError(
         f"unknown model {model!r}; {hint}use a catalogue name (see `phi-backends models`), a local path or a hub repo id"
@@ -131,9 +126,11 @@ def package_file(artifact: Artifact) -> Path | None:
 
 
 def _looks_like_path(model: str) -> bool:
+    """A missing local path, as opposed to a hub id such as ``owner/repo/file.gguf``."""
+    hub_file = _HUB_ID.match(model) is not None and not Path(model.split("/", 1)[0]).exists()
     return (
         model.startswith((".", "/", "~"))
-        or (os.sep in model and model.lower().endswith((".gguf", ".json")))
+        or (os.sep in model and model.lower().endswith((".gguf", ".json")) and not hub_file)
         or (model.lower().endswith(".gguf") and "/" not in model)
     )
 
@@ -174,7 +171,7 @@ def _materialize(name: str, artifact: Artifact, provider: str | None, progress: 
         path = Path(artifact.path).expanduser()
         if not path.exists():
             raise ModelNotFoundError(
-                f"catalogue entry {name!r} points at {path}, which does not exist; fix {config_path()}"
+                f"catalogue entry {name!r} points at {path}, which does not exist; fix {_defined_in(name)}"
             )
         return path
     if artifact.package:
@@ -198,6 +195,14 @@ def _materialize(name: str, artifact: Artifact, provider: str | None, progress: 
     return hub.download_folder(artifact.repo, allow_patterns=["*"], progress=progress)
 
 
+def _defined_in(name: str) -> str:
+    """Which config file's ``[models.NAME]`` entry is in use (the project's wins)."""
+    for file in (config_files.project_files()[0], config_files.user_file()):
+        if file.found and name in (file.data.get("models") or {}):
+            return file.where("models", name)
+    return str(config_path())
+
+
 def _from_hub(model: str, formats: Sequence[str], progress: bool) -> ModelSource:
     owner, repo, *rest = model.split("/", 2)
     repo_id = f"{owner}/{repo}"
@@ -218,72 +223,91 @@ def _from_hub(model: str, formats: Sequence[str], progress: bool) -> ModelSource
     return _local(path, formats)
 
 
-def _user_entries(path: Path) -> dict[str, CatalogueEntry]:
-    try:
-        stamp = path.stat().st_mtime_ns
-    except OSError:
+def config_entries(file: ConfigFile) -> dict[str, CatalogueEntry]:
+    """The ``[models.NAME]`` entries of one config file."""
+    if not file.found or "models" not in file.data:
         return {}
-    return dict(_parse_user_entries(path, stamp))
-
-
-@functools.lru_cache(maxsize=4)
-def _parse_user_entries(path: Path, stamp: int) -> tuple[tuple[str, CatalogueEntry], ...]:
-    """Parsed once per version of the file (``load`` consults the catalogue several times)."""
-    del stamp  # part of the cache key only
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc}; fix or remove it") from None
-    models = data.get("models", {})
+    models = file.data["models"]
     if not isinstance(models, Mapping):
-        raise UsageError(f"{path}: [models] must be a table of model entries")
-    return tuple((name, _user_entry(path, name, table)) for name, table in models.items())
+        raise ConfigError(f"{file.where('models')}: must be a table of model entries; write [models.NAME] tables")
+    return {name: _user_entry(file, name, table) for name, table in models.items()}
 
 
-_ENTRY_KEYS = {"description", "template", "context_length", "aliases", "gguf", "onnx", "mlx"}
+_ENTRY_KEYS = ("gguf", "onnx", "mlx", "template", "context_length", "aliases", "description")
 
 
-def _user_entry(path: Path, name: str, table: Any) -> CatalogueEntry:
-    where = f"{path}: [models.{name}]"
+def _user_entry(file: ConfigFile, name: str, table: Any) -> CatalogueEntry:
+    where = file.where("models", name)
     if not isinstance(table, Mapping):
-        raise UsageError(f"{where} must be a table")
-    unknown = set(table) - _ENTRY_KEYS
-    if unknown:
-        raise UsageError(
-            f"{where} has unknown key {sorted(unknown)[0]!r}; known keys: {', '.join(sorted(_ENTRY_KEYS))}"
-        )
-    artifacts = {fmt: _user_artifact(where, fmt, table[fmt]) for fmt in ("gguf", "onnx", "mlx") if fmt in table}
+        raise ConfigError(f"{where}: must be a table; write [{file.key('models', name)}] with a gguf, onnx or mlx key")
+    for key in table:
+        if key not in _ENTRY_KEYS:
+            close = difflib.get_close_matches(key, _ENTRY_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}; {hint}known keys: {', '.join(_ENTRY_KEYS)}")
+    artifacts = {fmt: _user_artifact(file, name, fmt, table[fmt]) for fmt in ("gguf", "onnx", "mlx") if fmt in table}
     if not artifacts:
-        raise UsageError(f"{where} needs at least one of gguf, onnx, mlx")
+        raise ConfigError(f"{where}: needs at least one of gguf, onnx, mlx (where the model is in that format)")
     base = BUILTIN_CATALOGUE.get(name)
+    template = _entry_value(file, name, table, "template", str, base.template if base else None)
+    if template is not None:
+        from .templates import get_template
+
+        try:
+            get_template(template)
+        except UsageError as exc:
+            raise ConfigError(f"{file.where('models', name, 'template')}: {exc}") from None
+    context_length = _entry_value(file, name, table, "context_length", int, base.context_length if base else 4096)
+    if context_length < 1:
+        raise ConfigError(f"{file.where('models', name, 'context_length')}: must be a positive number of tokens")
+    aliases = _entry_value(file, name, table, "aliases", list, [])
+    if not all(isinstance(a, str) and a for a in aliases):
+        raise ConfigError(f'{file.where("models", name, "aliases")}: must be a list of names, e.g. ["my-phi"]')
     return CatalogueEntry(
         name=name,
-        description=str(table.get("description", base.description if base else "user entry")),
-        template=table.get("template", base.template if base else None),
-        context_length=int(table.get("context_length", base.context_length if base else 4096)),
+        description=_entry_value(file, name, table, "description", str, base.description if base else "user entry"),
+        template=template,
+        context_length=context_length,
         artifacts=artifacts,
-        aliases=tuple(table.get("aliases", ())),
+        aliases=tuple(aliases),
     )
 
 
-def _user_artifact(where: str, fmt: str, value: Any) -> Artifact:
-    if isinstance(value, str):
+def _entry_value(file: ConfigFile, name: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = table.get(key, default)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        what = {str: "a string", int: "a whole number", list: "a list"}[kind]
+        raise ConfigError(f"{file.where('models', name, key)}: must be {what}, got {value!r}")
+    return value
+
+
+def _user_artifact(file: ConfigFile, name: str, fmt: str, value: Any) -> Artifact:
+    where = file.where("models", name, fmt)
+    if isinstance(value, str) and value:
         if Path(value).expanduser().exists() or value.startswith((".", "/", "~")):
             return Artifact(path=value)
         owner, _, rest = value.partition("/")
         repo, _, filename = rest.partition("/")
+        if not (owner and repo):
+            raise ConfigError(f"{where}: {value!r} is neither an existing path nor a hub repo id (owner/repo[/file])")
         return Artifact(repo=f"{owner}/{repo}", filename=filename or None)
     if isinstance(value, Mapping):
         allowed = {"repo", "filename", "subfolders", "path"}
-        if set(value) - allowed or not (value.get("repo") or value.get("path")):
-            raise UsageError(f"{where} {fmt} must be a string or a table with repo (and filename/subfolders) or path")
+        texts_ok = all(isinstance(value.get(k, ""), str) for k in ("repo", "filename", "path"))
+        folders = value.get("subfolders", {})
+        folders_ok = isinstance(folders, Mapping) and all(isinstance(v, str) for v in folders.values())
+        if set(value) - allowed or not (value.get("repo") or value.get("path")) or not (texts_ok and folders_ok):
+            raise ConfigError(
+                f"{where}: must be a string or a table with repo (and filename or subfolders) or path, "
+                f'e.g. {fmt} = {{ path = "/models/phi" }}'
+            )
         return Artifact(
             repo=value.get("repo"),
             filename=value.get("filename"),
-            subfolders=dict(value.get("subfolders", {})),
+            subfolders=dict(folders),
             path=value.get("path"),
         )
-    raise UsageError(f"{where} {fmt} must be a string or a table, got {type(value).__name__}")
+    raise ConfigError(f"{where}: must be a string or a table, got {type(value).__name__} {value!r}")
 
 
 def offline_hint() -> str:

@@ -10,6 +10,7 @@ import pytest
 from phi_backends import ModelFormatError, ModelNotFoundError, UnknownModelError, UsageError
 from phi_backends.catalogue import BUILTIN_CATALOGUE
 from phi_backends.models import catalogue, detect_format, find_entry, package_file, resolve
+from tests.bad_inputs import expect_api_error
 
 SMOL = package_file(BUILTIN_CATALOGUE["smollm2-135m-instruct"].artifacts["gguf"])
 
@@ -29,8 +30,14 @@ def test_local_paths_and_their_formats(tmp_path: Path) -> None:
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "phi3"}))
     assert detect_format(tmp_path / "onnx") == "onnx"
     assert detect_format(tmp_path / "hf") == "mlx"
-    with pytest.raises(UsageError, match="ONNX Runtime GenAI folder, which this backend does not read"):
+    with pytest.raises(UsageError) as info:
         resolve(str(tmp_path / "onnx"), formats=("gguf",))
+    expect_api_error(
+        info.value,
+        UsageError,
+        "ONNX Runtime GenAI folder, which this backend does not read",
+        what="an ONNX folder for a backend that reads GGUF files only",
+    )
 
 
 def test_catalogue_covers_the_phi_family_with_templates() -> None:
@@ -49,28 +56,35 @@ def test_catalogue_covers_the_phi_family_with_templates() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "error", "needle"),
+    ("what", "model", "error", "needle"),
     [
-        ("./nope.gguf", ModelNotFoundError, "no such file"),
-        ("/tmp/definitely/missing/model.gguf", ModelNotFoundError, "no such file"),
-        ("phi-3-mini-4k-instrct", UnknownModelError, "did you mean phi-3-mini-4k-instruct"),
-        ("gpt-5", UnknownModelError, "unknown model 'gpt-5'"),
+        ("a relative .gguf path that does not exist", "./nope.gguf", ModelNotFoundError, "no such file"),
+        ("an absolute .gguf path that does not exist", "/definitely/missing/model.gguf", ModelNotFoundError,
+         "no such file"),
+        ("a misspelt catalogue name", "phi-3-mini-4k-instrct", UnknownModelError,
+         "did you mean phi-3-mini-4k-instruct"),
+        ("a model name that is no path, catalogue name or hub id", "gpt-5", UnknownModelError,
+         "unknown model 'gpt-5'"),
     ],
-)
-def test_resolution_errors(model: str, error: type[Exception], needle: str) -> None:
-    with pytest.raises(error, match=needle):
+)  # fmt: skip
+def test_resolution_errors(what: str, model: str, error: type[UsageError], needle: str) -> None:
+    with pytest.raises(error) as info:
         resolve(model, formats=("gguf",))
+    expect_api_error(info.value, error, needle, what=what)
 
 
 def test_folder_that_is_no_model(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(ModelFormatError, match="not a model folder"):
+    with pytest.raises(ModelFormatError) as info:
         resolve(str(tmp_path), formats=("gguf",))
+    expect_api_error(info.value, ModelFormatError, "not a model folder", what="a folder with no model files in it")
 
 
 def test_catalogue_entry_without_the_backends_format() -> None:
-    with pytest.raises(UsageError, match="no onnx artifact for smollm2-135m-instruct"):
+    with pytest.raises(UsageError) as info:
         resolve("smollm2", formats=("onnx",))
+    what = "a catalogue model with no artifact in the backend's format (smollm2 for onnx)"
+    expect_api_error(info.value, UsageError, "no onnx artifact for smollm2-135m-instruct", what=what)
 
 
 def test_user_catalogue_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,20 +98,20 @@ def test_user_catalogue_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize(
-    ("text", "needle"),
+    ("what", "text", "needle"),
     [
-        ("[models.x]\nggfu = 'a/b/c.gguf'\n", "unknown key 'ggfu'"),
-        ("[models.x]\ntemplate = 'phi3'\n", "needs at least one of gguf"),
-        ("[models.x\n", "cannot read config file"),
-        ("[models.x]\ngguf = 3\n", "must be a string or a table"),
+        ("a [models.NAME] entry with a misspelt key (ggfu)", "[models.x]\nggfu = 'a/b/c.gguf'\n", "unknown key 'ggfu'"),
+        ("a [models.NAME] entry naming no model file", "[models.x]\ntemplate = 'phi3'\n", "needs at least one of gguf"),
+        ("a config file that is not valid TOML", "[models.x\n", "cannot read config file"),
+        ("a [models.NAME] entry with gguf = 3", "[models.x]\ngguf = 3\n", "must be a string or a table"),
     ],
 )
 def test_bad_user_config_names_file_and_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, needle: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str, text: str, needle: str
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text(text)
     monkeypatch.setenv("PHI_BACKENDS_CONFIG", str(config))
-    with pytest.raises(UsageError, match=needle) as info:
+    with pytest.raises(UsageError) as info:
         catalogue()
-    assert str(config) in str(info.value)
+    expect_api_error(info.value, UsageError, needle, str(config), what=what, surface="config")
