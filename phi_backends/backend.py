@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .sampling import SamplingConfig
 
-__all__ = ["Availability", "Backend", "Engine", "EngineInfo", "ModelSource"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["Availability", "Backend", "Engine", "EngineInfo", "ModelSource", "ScoringEngine"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,25 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ScoringEngine(Protocol):
+    """An optional capability of an :class:`Engine`: teacher forcing (``phi-backends parity`` uses it).
+
+    An engine that has it is checked with ``isinstance(engine, ScoringEngine)``; one that has not
+    is still a complete engine.
+    """
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """The raw logits after each position of ``ids``, fed in one go to a fresh cache.
+
+        A float32 array of shape ``(len(ids), vocab)``: row ``i`` scores the token that would
+        follow ``ids[: i + 1]``. Nothing carries over to or from :meth:`Engine.generate`.
+        Raises :class:`~phi_backends.errors.ContextLengthError` when ``ids`` does not fit the
+        context, :class:`~phi_backends.errors.UsageError` when it is empty.
+        """
+        ...
 
 
 @runtime_checkable

@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from . import cli_config, cli_parity
 from .catalogue import DEFAULT_MODEL, OFFLINE_MODEL
+from .cli_config import add_sampling_flags, sampling_flags
 from .errors import PhiBackendsError, UsageError
-from .sampling import SamplingConfig
 
 SEED_PROMPT = "Write a haiku about ice hockey"
 EXIT_INTERRUPTED = 130
@@ -39,9 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-m",
         "--model",
         default=None,
-        help=f"catalogue name, local path or hub repo id (default: {DEFAULT_MODEL}; offline: {OFFLINE_MODEL})",
+        help=f"catalogue name, local path or hub repo id (default: the config's, else {DEFAULT_MODEL}; offline: {OFFLINE_MODEL})",
     )
-    run.add_argument("-b", "--backend", default=None, help="llama-cpp, onnx or mlx (default: chosen from the model)")
+    run.add_argument(
+        "-b",
+        "--backend",
+        default=None,
+        help="llama-cpp, onnx or mlx (default: the config's, else chosen for the model)",
+    )
     run.add_argument(
         "--provider",
         default=None,
@@ -49,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--system", default=None, help="a system message")
     run.add_argument(
-        "--template", default=None, help="chat template: phi3, phi3.5, phi4, phi4-mini, chatml (default: the model's)"
+        "--template",
+        default=None,
+        help="chat template: phi3, phi3.5, phi4, phi4-mini, chatml (default: the config's, else the model's)",
     )
     run.add_argument("--raw", action="store_true", help="send the prompt as is, without a chat template")
     run.add_argument(
@@ -60,17 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="engine option, e.g. n_ctx=8192 or n_gpu_layers=-1; repeatable",
     )
-    sampling = run.add_argument_group("sampling (see docs/sampling.md for the exact semantics)")
-    for field in dataclasses.fields(SamplingConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default if field.default is not dataclasses.MISSING else None
-        shown = "unset" if default is None or default == () else default
-        help_text = f"{field.metadata.get('help', '')} (default: {shown})"
-        if field.name == "stop":
-            sampling.add_argument(flag, action="append", default=None, help=help_text)
-        else:
-            kind = float if "float" in str(field.type) else int
-            sampling.add_argument(flag, type=kind, default=None, dest=field.name, help=help_text)
+    run.add_argument(
+        "--platform",
+        default=None,
+        metavar="SPEC",
+        help="the platform the automatic backend choice assumes, e.g. linux-cuda (default: detected; docs/choice.md)",
+    )
+    add_sampling_flags(run.add_argument_group("sampling (see docs/sampling.md for the exact semantics)"))
     out = run.add_argument_group("output")
     out.add_argument("--stats", action="store_true", help="print usage and timings to stderr")
     out.add_argument(
@@ -79,10 +83,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one JSON object with the text, finish reason, usage, timings and backend",
     )
 
-    backends = commands.add_parser("backends", help="list installed backends and whether each can run here")
-    backends.add_argument("--json", action="store_true")
+    backends = commands.add_parser(
+        "backends",
+        help="list installed backends and whether each can run here; --explain MODEL: which one would be chosen",
+        description="List the backends; with --explain, rank them for a model and say which one would be chosen, "
+        "and why (docs/choice.md).",
+    )
+    backends.add_argument("--json", action="store_true", help="print the list, or the explanation, as JSON")
+    backends.add_argument(
+        "--explain",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="MODEL",
+        help=f"rank every backend for MODEL on the platform (default model: the config's, else {DEFAULT_MODEL})",
+    )
+    backends.add_argument(
+        "--platform",
+        default=None,
+        metavar="SPEC",
+        help="explain for another machine: a preset (apple-silicon, windows-directml, linux-cuda, linux-cpu, ...) "
+        "or items such as os=darwin,arch=arm64,metal,llama-cpp=cpu+metal (default: the config's platform or "
+        "$PHI_BACKENDS_PLATFORM, else this machine)",
+    )
+    backends.add_argument(
+        "--prefer",
+        default=None,
+        metavar="NAMES",
+        help="backend preference order for ties in fit, comma-separated, e.g. onnx,llama-cpp (default: the config's)",
+    )
+    cli_config.add_parser(commands)
     models = commands.add_parser("models", help="list catalogue models and what is cached")
     models.add_argument("--json", action="store_true")
+    cli_parity.add_parity_parser(commands)
     return parser
 
 
@@ -96,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _backends(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "config":
+            return cli_config.command(args)
+        if args.command == "parity":
+            return cli_parity.parity_command(args)
         parser.print_help()
         return 2
     except PhiBackendsError as exc:
@@ -124,7 +161,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = _sampling_config(args)
+    sampling = sampling_flags(args)  # a bad flag fails before anything is loaded
     options = dict(_parse_option(item) for item in args.option)
     if args.provider is not None and options.setdefault("provider", args.provider) != args.provider:
         raise UsageError(f"--provider {args.provider} and -O provider={options['provider']} disagree; give one")
@@ -138,7 +175,8 @@ def _run(args: argparse.Namespace) -> int:
     from .api import load  # imports plugins (and, on load, an engine) only now
 
     template = None if args.raw else (args.template or "auto")
-    with load(args.model, backend=args.backend, template=template, **options) as gen:
+    with load(args.model, backend=args.backend, template=template, platform=args.platform, **options) as gen:
+        config = gen.sampling.replace(**sampling)  # per field: the flags over the config's [sampling]
         stream = gen.stream(messages, config, template=template)
         previous = signal.signal(signal.SIGINT, lambda *_: _second_interrupt(stream, previous))
         try:
@@ -164,13 +202,6 @@ def _second_interrupt(stream: Any, previous: Any) -> None:
     if stream.cancelled:
         raise KeyboardInterrupt
     stream.cancel()
-
-
-def _sampling_config(args: argparse.Namespace) -> SamplingConfig:
-    given = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingConfig) if getattr(args, f.name) is not None
-    }
-    return SamplingConfig(**given)
 
 
 def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
@@ -218,6 +249,11 @@ def _print_stats(result: Any) -> None:
 def _backends(args: argparse.Namespace) -> int:
     from . import plugins
 
+    if args.explain is not None:
+        return _explain(args)
+    if args.platform is not None or args.prefer is not None:
+        raise UsageError("--platform and --prefer go with --explain MODEL; add --explain")
+
     rows: list[dict[str, Any]] = []
     for name, backend in plugins.backends().items():
         availability = backend.availability()
@@ -260,6 +296,19 @@ def _backends(args: argparse.Namespace) -> int:
         devices = f" [{', '.join(r['devices'])}]" if r["devices"] else ""
         print(f"{r['name']:<10} {state:<12}{devices} {r['reason']}")
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """Exit 0 when a backend would be chosen, 1 when none can run the model here."""
+    from .api import explain
+
+    preference = [name for name in (args.prefer or "").split(",") if name.strip()] if args.prefer else None
+    explanation = explain(args.explain or None, platform=args.platform, preference=preference)
+    if args.json:
+        print(json.dumps(explanation.as_dict(), indent=2))
+    else:
+        print("\n".join(explanation.lines()))
+    return 0 if explanation.chosen else 1
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -16,12 +16,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
-from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
+from phi_backends.errors import ContextLengthError, GenerationError, ModelFormatError, RuntimeFailure, UsageError
 from phi_backends.gguf import read_gguf
 
 from .options import DEFAULT_MAX_CTX, EngineOptions
+from .sampling import sampler_chain
 
 _init_lock = threading.Lock()
 _initialized = False
@@ -29,8 +31,10 @@ _initialized = False
 
 def _init_backend(verbose: bool) -> None:
     global _initialized
-    # llama-cpp-python routes llama.cpp's log through this logger; quiet unless asked.
-    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    # llama-cpp-python routes llama.cpp's log through this logger; quiet unless asked. Its level
+    # table predates ggml's renumbering (WARN is 3 now, which it maps to ERROR), so ERROR would
+    # still print llama.cpp's warnings about a bad file before our one-line message: CRITICAL.
+    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     with _init_lock:
         if not _initialized:
             llama_cpp.llama_backend_init()
@@ -146,6 +150,42 @@ class LlamaCppEngine:
         finally:
             llama_cpp.llama_sampler_free(sampler)
 
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Teacher forcing (:class:`phi_backends.backend.ScoringEngine`): the logits after every position."""
+        self._check_open()
+        n = len(ids)
+        if n == 0:
+            raise UsageError("no token ids to score; give at least one")
+        if n > self._info.context_length:
+            raise ContextLengthError(
+                f"{n} token ids do not fit the context window of {self._info.context_length}; "
+                "load the model with a larger context (n_ctx)"
+            )
+        vocab = self._info.vocab_size
+        out = np.empty((n, vocab), dtype=np.float32)
+        memory = llama_cpp.llama_get_memory(self._ctx)
+        llama_cpp.llama_memory_clear(memory, True)
+        batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        try:
+            for start in range(0, n, self._n_batch):
+                chunk = ids[start : start + self._n_batch]
+                batch.n_tokens = len(chunk)
+                for i, token in enumerate(chunk):
+                    batch.token[i] = token
+                    batch.pos[i] = start + i
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = True  # an output row for every position, not only the last
+                rc = llama_cpp.llama_decode(self._ctx, batch)
+                if rc != 0:
+                    raise GenerationError(f"llama_decode failed with code {rc} while scoring token ids")
+                rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(len(chunk), vocab))
+                out[start : start + len(chunk)] = rows
+        finally:
+            llama_cpp.llama_batch_free(batch)
+            llama_cpp.llama_memory_clear(memory, True)
+        return out
+
     def close(self) -> None:
         if getattr(self, "_ctx", None):
             llama_cpp.llama_free(self._ctx)
@@ -169,30 +209,7 @@ class LlamaCppEngine:
             raise GenerationError(f"llama_decode failed with code {rc} (1: no room in the KV cache, <0: error)")
 
     def _sampler_chain(self, config: SamplingConfig, seed: int) -> Any:
-        """Native samplers in SamplingConfig's documented order: penalty, temperature, top-k, top-p, min-p."""
-        params = llama_cpp.llama_sampler_chain_default_params()
-        params.no_perf = True
-        chain = llama_cpp.llama_sampler_chain_init(params)
-        add = llama_cpp.llama_sampler_chain_add
-        window = self._info.context_length if config.repeat_last_n == -1 else config.repeat_last_n
-        if config.penalizes:
-            # Only sampled tokens are ever passed to accept(), so the window never sees the prompt.
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(self._info.vocab_size, window, config.repeat_penalty, 0.0, 0.0),
-            )
-        if config.greedy:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        add(chain, llama_cpp.llama_sampler_init_temp(config.temperature))
-        if config.top_k:
-            add(chain, llama_cpp.llama_sampler_init_top_k(config.top_k))
-        if config.top_p is not None and config.top_p < 1.0:
-            add(chain, llama_cpp.llama_sampler_init_top_p(config.top_p, 1))
-        if config.min_p:
-            add(chain, llama_cpp.llama_sampler_init_min_p(config.min_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        return chain
+        return sampler_chain(config, seed, vocab_size=self._info.vocab_size, context_length=self._info.context_length)
 
     def _token_text(self, token_id: int) -> str | None:
         if token_id < 0:

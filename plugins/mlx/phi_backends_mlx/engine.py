@@ -5,28 +5,32 @@ here we load the weights and tokenizer with ``mlx_lm.load``, tokenize with the f
 Hugging Face tokenizer, and yield the ids ``generate_step`` samples with our own sampling
 pieces (:mod:`.sampling`).
 
-Device: every engine owns an MLX stream on the device it was asked for, and runs everything
-(loading, prompt processing, decoding) on it: ``generate_step`` takes the stream as an
-argument. So the device a model runs on does not depend on MLX's process-wide default device
-or on when mlx-lm was imported (mlx-lm builds its own module-level stream on whatever the
-default device is at import time), and two models on different devices can live in one
-process. We never change the process-wide default.
+Device: every engine runs everything (loading, prompt processing, decoding) on an MLX stream
+of the device it was asked for: ``generate_step`` takes the stream as an argument. So the
+device a model runs on does not depend on MLX's process-wide default device or on when mlx-lm
+was imported (mlx-lm builds its own module-level stream on whatever the default device is at
+import time), and two models on different devices can live in one process. We never change
+the process-wide default. The stream is one per device for the whole process (thread-local:
+each thread gets its own), not one per engine: MLX never frees a stream, and each holds a
+thread, so a stream per engine leaked a thread on every load.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import mlx.core as mx
 import mlx_lm
+import numpy as np
 from mlx_lm.generate import generate_step, wired_limit
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import _get_classes
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
-from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
+from phi_backends.errors import ContextLengthError, GenerationError, ModelFormatError, RuntimeFailure, UsageError
 from phi_backends.hf_tokenizer import HFTokenizerFacts
 from phi_backends.template_sources import folder_chat_template
 
@@ -35,6 +39,18 @@ from .options import EngineOptions
 from .sampling import SamplingPlan
 
 MLX_LM_VERSION = importlib.metadata.version("mlx-lm")
+
+_streams: dict[str, Any] = {}
+_streams_lock = threading.Lock()
+
+
+def _device_stream(device: Any) -> Any:
+    """The process's one thread-local MLX stream on ``device``, made on first use and never freed."""
+    key = str(mx.Device(device))
+    with _streams_lock:
+        if key not in _streams:
+            _streams[key] = mx.new_thread_local_stream(device)
+        return _streams[key]
 
 
 class MlxEngine:
@@ -46,7 +62,7 @@ class MlxEngine:
         template, template_error = folder_chat_template(source.path)
         self._options = options
         self._device = mx.gpu if options.device == "gpu" else mx.cpu
-        self._stream = mx.new_thread_local_stream(self._device)
+        self._stream = _device_stream(self._device)
         self._model: Any = None
         self._model, tokenizer = self._load(folder, options)
         self._tokenizer = tokenizer._tokenizer  # the Hugging Face tokenizer inside mlx-lm's wrapper
@@ -136,9 +152,37 @@ class MlxEngine:
                 steps.close()
                 outside.restore()
 
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Teacher forcing (:class:`phi_backends.backend.ScoringEngine`): the logits after every position.
+
+        The ids go through the model in ``prefill_step_size`` chunks on a fresh cache, as
+        ``generate_step`` feeds a prompt.
+        """
+        model = self._check_open()
+        n = len(ids)
+        if n == 0:
+            raise UsageError("no token ids to score; give at least one")
+        if n > self._info.context_length:
+            raise ContextLengthError(
+                f"{n} token ids do not fit the context window of {self._info.context_length}; "
+                "load the model with a larger context (n_ctx)"
+            )
+        step = self._options.prefill_step_size
+        rows: list[np.ndarray] = []
+        with mx.stream(self._stream):
+            cache = make_prompt_cache(model, max_kv_size=self._options.max_kv_size)
+            for start in range(0, n, step):
+                chunk = mx.array(list(ids[start : start + step]), dtype=mx.int32)[None]
+                out = model(chunk, cache=cache)[0].astype(mx.float32)
+                mx.eval(out)
+                rows.append(np.array(out))
+        return np.concatenate(rows) if len(rows) > 1 else rows[0]
+
     def close(self) -> None:
         if self._model is not None:
-            self._model = None
+            # Drop the tokenizer too: a closed Generator the caller still holds must not keep it.
+            self._model = self._tokenizer = None
+            self._token_bytes = ()
             mx.clear_cache()
 
     # -- internals -------------------------------------------------------------------------

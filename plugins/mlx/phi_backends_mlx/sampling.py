@@ -16,19 +16,22 @@ pieces instead:
 Greedy decoding without a penalty passes neither: it is mlx-lm's own argmax path,
 unchanged, which keeps its asynchronous pipelining. Everything stays lazy MLX ops (no
 per-token copy to NumPy). ``tests/test_sampling_paths.py`` checks :func:`filtered_logits`
-against :class:`phi_backends.sampling.ReferenceSampler`.
+against :class:`phi_backends.sampling.ReferenceSampler`; :func:`sampling_probabilities` runs the
+whole path one step of ``generate_step`` takes, for the cross-backend tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
+from mlx_lm.sample_utils import greedy_sampler
 
 from phi_backends import SamplingConfig
 
-__all__ = ["KeyedSampler", "SamplingPlan", "filtered_logits"]
+__all__ = ["KeyedSampler", "SamplingPlan", "filtered_logits", "sampling_probabilities"]
 
 LogitsProcessor = Callable[[Any, Any], Any]
 
@@ -116,3 +119,32 @@ class SamplingPlan:
 
 def _argmax(logprobs: Any) -> Any:
     return mx.argmax(logprobs, axis=-1)  # the first (lowest) id on a tie
+
+
+def sampling_probabilities(
+    config: SamplingConfig, logits: np.ndarray, history: Sequence[int], *, seed: int = 0
+) -> tuple[np.ndarray, int]:
+    """What one step of the engine does with ``logits`` after generating ``history``.
+
+    The same pieces as ``MlxEngine.generate`` hands to ``generate_step`` (our logits processor
+    and sampler, or mlx-lm's own greedy sampler), applied as ``generate_step`` applies them.
+    Returns the distribution the next token is drawn from (one-hot for greedy decoding) and
+    the token drawn by the first step of a call with ``seed``.
+    """
+    plan = SamplingPlan(config, seed, prompt_length=0)
+    x = mx.array(np.asarray(logits, dtype=np.float32).reshape(1, -1))
+    tokens = mx.array([int(t) for t in history], dtype=mx.int32)
+    for processor in plan.logits_processors or ():
+        x = processor(tokens, x)
+    logprobs = x - mx.logsumexp(x, keepdims=True)
+    drawn = (plan.sampler or greedy_sampler)(logprobs)
+    token = int(np.array(drawn).reshape(-1)[0])
+    if config.greedy:
+        probs = np.zeros(x.shape[-1])
+        probs[token] = 1.0
+        return probs, token
+    # The sampler draws with the Gumbel-max trick on these logits, so it draws from their exact
+    # softmax; MLX's own float32 softmax sums 10^5 terms with a relative error near 1e-4.
+    z = np.array(x.astype(mx.float32))[0].astype(np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum(), token

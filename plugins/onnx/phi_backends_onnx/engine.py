@@ -32,6 +32,7 @@ import onnxruntime_genai as og
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
 from phi_backends.errors import (
     BackendUnavailableError,
+    ContextLengthError,
     GenerationError,
     ModelFormatError,
     OptionError,
@@ -45,6 +46,7 @@ from phi_backends.template_sources import folder_chat_template
 from .genai_folder import CONFIG_NAME, GenaiFolder, read_genai_folder
 from .options import EngineOptions
 from .providers import Installation, canonical_provider, check_usable
+from .tokenizer_folder import template_free_folder
 
 #: Where the engine's argmax is tested to be ReferenceSampler's greedy choice (tests/test_sampling_paths.py).
 NATIVE_GREEDY_DEVICES = frozenset({"CPU"})
@@ -65,7 +67,9 @@ class OnnxEngine:
         facts = read_hf_tokenizer(folder)
         self._model: Any = None
         self._model = self._load_model(genai, provider, options)
-        self._tokenizer = _og_call(lambda: og.Tokenizer(self._model), f"the tokenizer of {folder}")
+        # Not og.Tokenizer(self._model): that parses the folder's (untrusted) chat template, and crashes on some.
+        with template_free_folder(folder) as tokenizer_files:
+            self._tokenizer = _og_call(lambda: og.Tokenizer(str(tokenizer_files)), f"the tokenizer of {folder}")
         self._device = str(self._model.device_type)
         self._native_greedy = self._device in NATIVE_GREEDY_DEVICES
         self._vocab = genai.vocab_size
@@ -126,12 +130,29 @@ class OnnxEngine:
         generator = self._new_generator(min(self._info.context_length, len(prompt_ids) + config.max_tokens))
         try:
             generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
-            if self._native_greedy and config.greedy and not config.penalizes:
+            if self.uses_engine_greedy(config):
                 yield from self._engine_greedy(generator)
             else:
                 yield from self._emulated(generator, ReferenceSampler(config, seed))
         finally:
             del generator  # frees the KV cache now, not at the next garbage collection
+
+    def uses_engine_greedy(self, config: SamplingConfig) -> bool:
+        """Whether ``generate`` picks tokens with the engine's own argmax (else: emulation)."""
+        return self._native_greedy and config.greedy and not config.penalizes
+
+    def engine_argmax(self, logits: np.ndarray) -> int:
+        """The token the engine's own greedy step picks from ``logits`` (one row of ``vocab_size``)."""
+        self._check_open()
+        generator = self._new_generator(min(self._info.context_length, 2))
+        try:
+            generator.append_tokens(np.asarray([self._bos if self._bos is not None else 0], dtype=np.int32))
+            generator.get_logits()  # the engine takes new logits only once it has computed its own
+            generator.set_logits(np.asarray(logits, dtype=np.float32).reshape(1, -1))
+            generator.generate_next_token()
+            return int(generator.get_next_tokens()[0])
+        finally:
+            del generator
 
     def _engine_greedy(self, generator: Any) -> Iterator[int]:
         """The engine's own argmax: the engine's loop exactly, as fast as it gets."""
@@ -161,6 +182,39 @@ class OnnxEngine:
             generator.generate_next_token()
             if int(generator.get_next_tokens()[0]) != token:
                 replace_last_token(generator, token)
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Teacher forcing (:class:`phi_backends.backend.ScoringEngine`): the logits after every position.
+
+        One ``append_tokens`` runs the whole sequence; the model's ``logits`` output then holds a
+        row per position. A model that outputs only the last row is fed one token at a time.
+        """
+        self._check_open()
+        n = len(ids)
+        if n == 0:
+            raise UsageError("no token ids to score; give at least one")
+        context = self._info.context_length
+        if n > context:
+            raise ContextLengthError(
+                f"{n} token ids do not fit the context window of {context}; "
+                "load the model with a larger max_length or score fewer ids"
+            )
+        tokens = np.asarray(ids, dtype=np.int32)
+        generator = self._new_generator(min(context, n + 1))
+        try:
+            generator.append_tokens(tokens)
+            out = np.asarray(generator.get_output("logits"), dtype=np.float32)
+            if out.ndim == 3 and out.shape[1] == n:
+                return np.ascontiguousarray(out[0])
+            del generator
+            generator = self._new_generator(min(context, n + 1))
+            rows = []
+            for token in tokens:
+                generator.append_tokens(token.reshape(1))
+                rows.append(np.asarray(generator.get_logits(), dtype=np.float32).reshape(-1))
+            return np.stack(rows)
+        finally:
+            del generator
 
     def close(self) -> None:
         self._tokenizer = None

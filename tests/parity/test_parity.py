@@ -1,0 +1,103 @@
+"""The three backends on the same weights agree: prompt ids, teacher-forced top-1, greedy text.
+
+SmolLM2-135M-Instruct, the same weights on each backend: the GGUF for llama.cpp, its float32
+dequantization as an ONNX Runtime GenAI folder and as an MLX folder. llama.cpp gets the GGUF
+dequantized to float32 too, with a float32 KV cache and without flash attention: each of the
+three otherwise computes another function on a CPU (Q4_1 weights run against 8-bit activations;
+the default KV cache and the flash-attention kernel round to float16). docs/parity.md has the
+figures of each. The Q4_1 GGUF is still checked where its quantization plays no part: the
+prompt ids.
+
+The built-in 20 prompts, 64-token greedy continuations, the default thresholds. The whole
+measurement runs once per module (MLX on a Linux CPU is most of its time).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import phi_backends as pb
+from phi_backends.parity import PROMPTS, TEMPLATES, ParityReport, Thresholds, run_parity
+from tests.parity.float_gguf import float32_gguf
+
+#: llama.cpp computing in float32 throughout: a float32 KV cache (ggml type 0), no flash attention.
+LLAMA_CPP_FLOAT32 = {"type_k": 0, "type_v": 0, "flash_attn": False}
+
+
+@pytest.fixture(scope="module")
+def smollm2_f32(smollm2: Path) -> Path:
+    return float32_gguf(smollm2)
+
+
+@pytest.fixture(scope="module")
+def generators(smollm2_f32: Path, smollm2_onnx: Path, smollm2_mlx: Path) -> Iterator[dict[str, pb.Generator]]:
+    gens = {
+        "llama-cpp": pb.load(str(smollm2_f32), backend="llama-cpp", **LLAMA_CPP_FLOAT32),
+        "onnx": pb.load(str(smollm2_onnx), backend="onnx"),
+        "mlx": pb.load(str(smollm2_mlx), backend="mlx"),
+    }
+    yield gens
+    for gen in gens.values():
+        gen.close()
+
+
+@pytest.fixture(scope="module")
+def report(generators: dict[str, pb.Generator]) -> ParityReport:
+    result = run_parity(generators, PROMPTS, max_tokens=64)
+    print("\nparity timings (s):", json.dumps({k: round(v, 1) for k, v in result.timings.items()}))
+    return result
+
+
+def test_the_prompt_set(report: ParityReport) -> None:
+    assert len(PROMPTS) == 20 and report.prompts == PROMPTS
+    assert any(not isinstance(p, str) and len(p) >= 5 for p in PROMPTS), "a conversation of several turns"
+    assert any(isinstance(p, str) and len(p) > 600 for p in PROMPTS), "a long prompt"
+    assert any(isinstance(p, str) and "```" in p for p in PROMPTS), "code"
+    assert any(isinstance(p, str) and any(ord(c) > 0x3000 for c in p) for p in PROMPTS), "CJK text"
+    assert any(isinstance(p, str) and any(ord(c) > 0x1F000 for c in p) for p in PROMPTS), "emoji"
+
+
+def test_prompt_ids_are_identical_for_every_template(report: ParityReport) -> None:
+    assert [f.template for f in report.prompt_ids] == list(TEMPLATES)
+    for fig in report.prompt_ids:
+        assert not fig.unavailable, f"{fig.template}: {fig.unavailable}"
+        assert (fig.identical, fig.total) == (20, 20), f"{fig.template}: {fig.first_mismatch}"
+
+
+def test_the_q4_1_gguf_gives_the_same_prompt_ids(smollm2: Path, generators: dict[str, pb.Generator]) -> None:
+    """Quantization changes the arithmetic, not the tokenizer or the template."""
+    with pb.load(str(smollm2), backend="llama-cpp") as q4:
+        for template in TEMPLATES:
+            for prompt in PROMPTS:
+                expected = generators["onnx"].prompt_ids(prompt, template=template)
+                assert q4.prompt_ids(prompt, template=template) == expected, (template, prompt)
+
+
+def test_teacher_forced_top1_agreement(report: ParityReport) -> None:
+    for pair in report.pairs:
+        assert not pair.top1_error, pair.top1_error
+        # every continuation position of every prompt, and the one after the last
+        assert pair.top1_total == sum(len(c.token_ids) + 1 for c in report.continuations["llama-cpp"])
+        assert pair.top1 is not None and pair.top1 >= 0.99, (pair.name, pair.top1, pair.top1_first_difference)
+
+
+def test_greedy_continuations_are_identical(report: ParityReport) -> None:
+    assert report.template == "auto"
+    lengths = [len(c.token_ids) for c in report.continuations["llama-cpp"]]
+    assert sum(lengths) >= 20 * 40, f"the continuations are long enough to diverge: {lengths}"
+    assert report.identical_share >= 0.90, [(p.name, p.divergence) for p in report.pairs]
+    for pair in report.pairs:
+        assert pair.identical >= 18, (pair.name, pair.divergence)
+
+
+def test_the_report_passes_and_serializes(report: ParityReport) -> None:
+    assert report.misses() == [] and report.passed()
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["passed"] is True and data["backends"] == ["llama-cpp", "onnx", "mlx"]
+    assert data["greedy"]["identical"] == report.identical
+    strict = Thresholds(identical=1.0, top1=1.0)
+    assert report.passed(strict) == (report.identical == 20 and all(p.top1 == 1.0 for p in report.pairs))
