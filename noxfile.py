@@ -75,7 +75,7 @@ FIXTURE_BUILD_DEPS = [
 
 
 #: Every test session records the bad inputs it checks here (tests/bad_inputs.py); the docs
-#: session turns them into docs/bad-inputs.md and fails if the committed page is out of date.
+#: session turns them into docs/bad-inputs.md before building the site.
 BAD_INPUT_RECORDS = Path(".nox/bad-inputs")
 
 
@@ -196,7 +196,7 @@ def docs(session: nox.Session) -> None:
     test_sessions = [name for name in nox.options.sessions or () if name.startswith("tests") or name in CROSS_BACKEND]
     missing = [name for name in test_sessions if not (BAD_INPUT_RECORDS / f"{name}.jsonl").exists()]
     if missing:
-        session.warn(f"docs/bad-inputs.md not checked: no bad-input records from {', '.join(missing)} (run them first)")
-    else:
-        session.run("python", "scripts/bad_inputs.py", str(BAD_INPUT_RECORDS), "docs/bad-inputs.md", "--check")
+        session.warn(f"docs/bad-inputs.md not regenerated: no bad-input records from {', '.join(missing)}")
+    else:  # the site shows what this run's tests saw; a changed page is reported, to be committed
+        session.run("python", "scripts/bad_inputs.py", str(BAD_INPUT_RECORDS), "docs/bad-inputs.md", "--refresh")
     session.run("mkdocs", "build", "--strict", "--site-dir", ".nox/site")
