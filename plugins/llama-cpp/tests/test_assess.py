@@ -81,9 +81,19 @@ def test_a_cuda_machine_without_engine_build_facts_asks_the_installed_engine(tin
     assert found.fit == (Fit.BEST if "cuda" in build_features() else Fit.FALLBACK)
 
 
-def test_no_opinion_on_other_formats(tiny_phi3_onnx: Path, tiny_phi3_mlx: Path) -> None:
-    assert verdict(str(tiny_phi3_onnx), "linux-cuda") is None
-    assert verdict(str(tiny_phi3_mlx), "apple-silicon") is None
+def test_no_opinion_on_other_formats(tmp_path: Path) -> None:
+    """An ONNX or MLX folder is another backend's business (the folders are recognised by their key
+    files; building real ones would need those engines, which this session does not install)."""
+    onnx, mlx = tmp_path / "onnx", tmp_path / "mlx"
+    onnx.mkdir()
+    (onnx / "genai_config.json").write_text('{"model": {"type": "phi3"}}')
+    mlx.mkdir()
+    (mlx / "config.json").write_text('{"model_type": "phi3"}')
+    (mlx / "model.safetensors").write_bytes(b"")
+    assert choice.model_query(str(onnx)).formats == {"onnx"}
+    assert choice.model_query(str(mlx)).formats == {"mlx"}
+    assert verdict(str(onnx), "linux-cuda") is None
+    assert verdict(str(mlx), "apple-silicon") is None
 
 
 def test_the_choice_for_a_gguf_is_llama_cpp_everywhere(tiny_phi3: Path) -> None:
