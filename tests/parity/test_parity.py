@@ -48,7 +48,9 @@ def generators(smollm2_f32: Path, smollm2_onnx: Path, smollm2_mlx: Path) -> Iter
 @pytest.fixture(scope="module")
 def report(generators: dict[str, pb.Generator]) -> ParityReport:
     result = run_parity(generators, PROMPTS, max_tokens=64)
-    print("\nparity timings (s):", json.dumps({k: round(v, 1) for k, v in result.timings.items()}))
+    figures = {p.name: {"top1": p.top1, "identical": p.identical} for p in result.pairs}
+    print("\nparity:", json.dumps({"identical": result.identical, "pairs": figures}))
+    print("parity timings (s):", json.dumps({k: round(v, 1) for k, v in result.timings.items()}))
     return result
 
 
