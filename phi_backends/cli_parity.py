@@ -83,6 +83,12 @@ def add_parity_parser(commands: Any) -> None:
         help=f"share of prompts whose greedy continuations are identical on every backend "
         f"(default: {_DEFAULTS.identical})",
     )
+    parity.add_argument(
+        "--score-all",
+        action="store_true",
+        help="score every teacher-forced position with a forward pass, even where a backend's own "
+        "greedy run already had that history (slower; the figures are the same up to float ties)",
+    )
     parity.add_argument("--json", action="store_true", help="print the whole report as one JSON object")
 
 
@@ -120,7 +126,12 @@ def parity_command(args: argparse.Namespace) -> int:
                 load(model, backend=backend, progress=progress is not None, **options[backend])
             )
         report = parity.run_parity(
-            generators, prompts, templates=templates, max_tokens=args.max_tokens, progress=progress
+            generators,
+            prompts,
+            templates=templates,
+            max_tokens=args.max_tokens,
+            progress=progress,
+            score_all=args.score_all,
         )
     if progress:
         progress("")
@@ -229,6 +240,11 @@ def format_report(report: ParityReport, thresholds: Thresholds) -> str:
             continue
         differ = pair.top1_total - pair.top1_agree
         lines.append(f"  {pair.name:<24} {_pct(pair.top1)} of {pair.top1_total} positions ({differ} differ)")
+    if report.forward_passes:
+        scored = ", ".join(f"{b} {k}/{n}" for b, k in report.forward_passes.items())
+        lines.append(
+            f"  prompts scored with a forward pass: {scored} (elsewhere each backend's greedy run had the same history)"
+        )
     misses = report.misses(thresholds)
     lines.append("")
     lines.append("passed" if not misses else f"failed: {len(misses)} figure(s) missed their threshold")

@@ -8,12 +8,15 @@ model (in each backend's format), and measures on a fixed set of prompts:
 2. **Greedy continuations**: each backend's own greedy path (``temperature=0``, no repetition
    penalty, up to ``max_tokens`` new tokens, stopping at end of turn) from its own prompt ids,
    with the first token where each pair of backends diverges.
-3. **Teacher-forced top-1 agreement**: the same token ids (the first backend's prompt ids and
-   greedy continuation) are scored by every engine in one forward pass
-   (:class:`~phi_backends.backend.ScoringEngine`); at every continuation position, and at the
-   one after it, each pair's most likely next tokens are compared. This measures the engines'
-   arithmetic alone: a divergence early in a greedy continuation changes everything after it,
-   while here every position is scored from the same history.
+3. **Teacher-forced top-1 agreement**: every engine is given the same history (the first
+   backend's prompt ids and greedy continuation), and at every position of that continuation
+   each pair's most likely next tokens are compared. This measures the engines' arithmetic
+   alone: a divergence early in a greedy continuation changes everything after it, while here
+   every position is scored from the same history. Where a backend's own greedy run already
+   had that exact history (same prompt ids, same tokens so far), the token it chose *is* its
+   top-1 there, and is used as such; the rest is scored in one forward pass per prompt
+   (:class:`~phi_backends.backend.ScoringEngine`). ``score_all=True`` scores every position
+   with a forward pass. :attr:`ParityReport.forward_passes` says how many prompts needed one.
 
 :meth:`ParityReport.passed` checks the figures against :class:`Thresholds`; ``phi-backends
 parity`` is the command-line face of this module.
@@ -28,6 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
 
 from .backend import ScoringEngine
 from .errors import PhiBackendsError, UsageError
@@ -197,6 +202,9 @@ class ParityReport:
     continuations: Mapping[str, tuple[Continuation, ...]]
     pairs: tuple[PairFigures, ...]
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: per backend, the prompts whose teacher-forced positions needed a forward pass (the others
+    #: were all decided by the backend's greedy run on the same history)
+    forward_passes: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def identical(self) -> int:
@@ -284,6 +292,7 @@ class ParityReport:
                 }
                 for p in self.pairs
             ],
+            "forward_passes": dict(self.forward_passes),
             "timings": dict(self.timings),
         }
 
@@ -314,12 +323,15 @@ def run_parity(
     templates: Sequence[str] = TEMPLATES,
     max_tokens: int = 64,
     progress: Callable[[str], None] | None = None,
+    score_all: bool = False,
 ) -> ParityReport:
     """Measure how far the backends in ``generators`` (name -> Generator) agree on ``prompts``.
 
     The continuations and teacher forcing use the first of ``templates`` that every backend
     can render. Teacher forcing needs each engine to be a
-    :class:`~phi_backends.backend.ScoringEngine`; a pair where one is not gets ``top1_error``.
+    :class:`~phi_backends.backend.ScoringEngine` for the prompts where its greedy run does not
+    decide every position (all prompts with ``score_all``); a pair where one cannot score
+    gets ``top1_error``.
     """
     if len(generators) < 2:
         raise UsageError(f"parity needs at least two backends to compare, got {len(generators)}")
@@ -342,7 +354,7 @@ def run_parity(
 
     config = greedy_config(max_tokens)
     continuations: dict[str, tuple[Continuation, ...]] = {}
-    reference_ids: list[list[int]] = []
+    prompt_ids: dict[str, list[list[int]]] = {}
     for name, gen in generators.items():
         start = time.perf_counter()
         out = []
@@ -350,27 +362,36 @@ def run_parity(
             say(f"{name}: greedy continuation {i + 1}/{len(fixed)}")
             done = gen.generate(prompt, config, template=chosen)
             out.append(Continuation(done.token_ids, done.text, done.finish_reason))
-            if name == names[0]:
-                reference_ids.append(gen.prompt_ids(prompt, template=chosen) + list(done.token_ids))
         continuations[name] = tuple(out)
         timings[f"{name}.greedy"] = time.perf_counter() - start
+        prompt_ids[name] = [gen.prompt_ids(prompt, template=chosen) for prompt in fixed]
 
-    starts = [len(ids) - len(c.token_ids) - 1 for ids, c in zip(reference_ids, continuations[names[0]], strict=True)]
+    reference = names[0]
     top1: dict[str, list[Any] | str] = {}
+    passes: dict[str, int] = {}
     for name, gen in generators.items():
-        engine = _scoring_engine(gen)
-        if engine is None:
-            top1[name] = f"the {name} engine cannot score token ids (no logits())"
-            continue
         start = time.perf_counter()
         rows: list[Any] = []
-        for i, (ids, first) in enumerate(zip(reference_ids, starts, strict=True)):
+        passes[name] = 0
+        for i in range(len(fixed)):
+            history = prompt_ids[reference][i]
+            wanted = continuations[reference][i].token_ids
+            decided = () if score_all or prompt_ids[name][i] != history else _decided(continuations[name][i], wanted)
+            if len(decided) == len(wanted):
+                rows.append(np.asarray(decided, dtype=np.int64))
+                continue
+            engine = _scoring_engine(gen)
+            if engine is None:
+                top1[name] = f"the {name} engine cannot score token ids (no logits())"
+                break
             say(f"{name}: teacher forcing {i + 1}/{len(fixed)}")
+            passes[name] += 1
             try:
-                rows.append(engine.logits(ids)[first:].argmax(axis=1))
+                logits = engine.logits(history + list(wanted[:-1]))
             except PhiBackendsError as exc:
                 top1[name] = f"{name} could not score prompt {i + 1}: {exc}"
                 break
+            rows.append(logits[len(history) - 1 :].argmax(axis=1))
         else:
             top1[name] = rows
         timings[f"{name}.teacher_forcing"] = time.perf_counter() - start
@@ -386,7 +407,19 @@ def run_parity(
         continuations=continuations,
         pairs=pairs,
         timings=timings,
+        forward_passes=passes,
     )
+
+
+def _decided(own: Continuation, wanted: Sequence[int]) -> tuple[int, ...]:
+    """The teacher-forced top-1 tokens that a backend's own greedy continuation ``own`` already
+    gives for the reference continuation ``wanted``, from the same prompt ids: at each position
+    up to and including the first where they differ, the greedy run had the same history, so
+    its token there is the engine's most likely one. (Greedy here is plain argmax: no penalty,
+    no sampling. Where ``own`` ended first, its end-of-turn token is not recorded, so that
+    position and those after it are not decided.)"""
+    agree = _first_difference(own.token_ids, wanted)
+    return tuple(own.token_ids[: min(agree + 1, len(own.token_ids), len(wanted))])
 
 
 def _fix_prompt(prompt: str | Sequence[Message], index: int) -> Prompt:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import phi_backends as pb
+from phi_backends.backend import ScoringEngine
 from phi_backends.parity import PROMPTS, TEMPLATES, ParityReport, Thresholds, run_parity
 from tests.parity.float_gguf import float32_gguf
 
@@ -82,9 +83,38 @@ def test_the_q4_1_gguf_gives_the_same_prompt_ids(smollm2: Path, generators: dict
 def test_teacher_forced_top1_agreement(report: ParityReport) -> None:
     for pair in report.pairs:
         assert not pair.top1_error, pair.top1_error
-        # every continuation position of every prompt, and the one after the last
-        assert pair.top1_total == sum(len(c.token_ids) + 1 for c in report.continuations["llama-cpp"])
+        # every position of the reference (llama.cpp's) continuation of every prompt
+        assert pair.top1_total == sum(len(c.token_ids) for c in report.continuations["llama-cpp"])
         assert pair.top1 is not None and pair.top1 >= 0.99, (pair.name, pair.top1, pair.top1_first_difference)
+    # the reference's own greedy run decides all its positions; a backend needs a forward pass
+    # only for a prompt where its continuation left the reference's before the end
+    assert report.forward_passes["llama-cpp"] == 0
+    for name in ("onnx", "mlx"):
+        diverged = sum(
+            d is not None for d in next(p for p in report.pairs if p.backends == ("llama-cpp", name)).divergence
+        )
+        assert report.forward_passes[name] <= diverged
+
+
+@pytest.mark.parametrize("backend", ["llama-cpp", "onnx", "mlx"])
+def test_a_forward_pass_scores_what_the_greedy_run_chose(
+    report: ParityReport, generators: dict[str, pb.Generator], backend: str
+) -> None:
+    """The two ways teacher forcing gets an engine's top-1 agree: its greedy run (incremental,
+    with a KV cache) and its ``logits()`` (the whole history in one forward pass). On the two
+    cheapest prompts whose continuation has 16 tokens or more, every position of the backend's
+    own continuation."""
+    gen = generators[backend]
+    engine = gen._engine  # as run_parity reaches it
+    assert isinstance(engine, ScoringEngine)
+    histories = [gen.prompt_ids(prompt, template=report.template) for prompt in PROMPTS]
+    continuations = [c.token_ids for c in report.continuations[backend]]
+    long_enough = [i for i in range(len(PROMPTS)) if len(continuations[i]) >= 16]
+    assert len(long_enough) >= 2, [len(c) for c in continuations]
+    for i in sorted(long_enough, key=lambda i: len(histories[i]) + len(continuations[i]))[:2]:
+        history, own = histories[i], continuations[i]
+        top1 = engine.logits(history + list(own[:-1]))[len(history) - 1 :].argmax(axis=1)
+        assert top1.tolist() == list(own), (backend, i)
 
 
 def test_greedy_continuations_are_identical(report: ParityReport) -> None:

@@ -37,7 +37,8 @@ def test_json_report_on_three_backends(tiny_models: list[str], tmp_path: Path) -
         {"role": "user", "content": "Where was it first played?"},
     ]
     prompts.write_text(json.dumps(["Write a haiku about ice hockey", conversation]), encoding="utf-8")
-    result = run_cli("parity", *models(tiny_models), "--prompts", str(prompts), "--max-tokens", "16", "--json")
+    args = [*models(tiny_models), "--prompts", str(prompts), "--max-tokens", "16", "--json"]
+    result = run_cli("parity", *args, "--score-all")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["passed"] is True and report["misses"] == []
@@ -50,8 +51,14 @@ def test_json_report_on_three_backends(tiny_models: list[str], tmp_path: Path) -
     for pair in report["pairs"]:
         assert pair["divergence"] == [None, None]
         assert pair["top1"] == 1.0
-        # every continuation token and the end of turn after it, for both prompts
-        assert pair["top1_total"] == 2 * (len(report["greedy"]["continuations"]["onnx"][0]["token_ids"]) + 1)
+        # every continuation token, for both prompts
+        assert pair["top1_total"] == 2 * len(report["greedy"]["continuations"]["onnx"][0]["token_ids"])
+    # --score-all: every engine's logits() scored both prompts
+    assert report["forward_passes"] == {"llama-cpp": 2, "onnx": 2, "mlx": 2}
+    # by default the greedy runs, which had the same history, decide every position
+    default = json.loads(run_cli("parity", *args).stdout)
+    assert default["forward_passes"] == {"llama-cpp": 0, "onnx": 0, "mlx": 0}
+    assert default["pairs"] == report["pairs"]
 
 
 def test_a_missed_figure_exits_1_and_names_it(tiny_phi3: Path, tiny_phi3_onnx: Path, tmp_path: Path) -> None:
