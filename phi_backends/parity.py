@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import numpy as np
-
 from .backend import ScoringEngine
 from .errors import PhiBackendsError, UsageError
 from .sampling import SamplingConfig
@@ -365,6 +363,8 @@ def run_parity(
         continuations[name] = tuple(out)
         timings[f"{name}.greedy"] = time.perf_counter() - start
         prompt_ids[name] = [gen.prompt_ids(prompt, template=chosen) for prompt in fixed]
+
+    import numpy as np  # here, not at the top: the CLI imports this module for its --help
 
     reference = names[0]
     top1: dict[str, list[Any] | str] = {}

@@ -26,6 +26,20 @@ def test_importing_the_core_imports_no_engine() -> None:
     assert out.strip() == "[]"
 
 
+def test_the_cli_imports_no_engine_and_no_numpy_for_help() -> None:
+    """``phi-backends --help`` of every command stays fast: no engine, no NumPy, no hub client."""
+    code = (
+        "import sys, contextlib, io\nfrom phi_backends.cli import main\n"
+        "for cmd in ('run', 'parity', 'backends', 'config', 'models'):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main([cmd, '--help'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'llama_cpp', 'mlx', 'mlx_lm', 'onnxruntime_genai', 'huggingface_hub', 'numpy'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_every_error_is_one_line_with_an_exit_code() -> None:
     for name in errors.__all__:
         cls = getattr(errors, name)
