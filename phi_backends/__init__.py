@@ -7,9 +7,7 @@ with pb.load("phi-3-mini-4k-instruct") as gen:
 """
 
 from .api import explain, load
-from .assessment import Fit, ModelQuery, Verdict
-from .backend import Availability, Backend, Engine, EngineInfo, ModelSource
-from .choice import Explanation
+from .backend import Availability, Backend, Engine, EngineInfo, Fit, ModelQuery, ModelSource, Verdict
 from .errors import (
     BackendUnavailableError,
     ConfigError,
@@ -29,8 +27,9 @@ from .errors import (
 )
 from .generator import Chunk, Completion, Generator, Stream, Timings, Usage
 from .hookspecs import hookimpl
-from .platform import Platform
 from .sampling import SamplingConfig
+from .selection.choice import Explanation
+from .selection.platform import Platform
 
 __version__ = "0.1.0"
 

@@ -6,12 +6,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from . import choice, config, models
+from . import config, models
 from .backend import Backend, Engine, ModelSource
-from .choice import Explanation
 from .errors import BackendUnavailableError, PhiBackendsError
 from .generator import AUTO, Generator, TemplateArg
-from .platform import Platform
+from .selection import choice
+from .selection.choice import Explanation
+from .selection.platform import Platform
 from .templates import ChatTemplate, detect_template, get_template, jinja_template
 
 __all__ = ["choose_backend", "explain", "load"]

@@ -37,11 +37,11 @@ from typing import Any, Literal
 
 from . import config_files, models, plugins
 from .backend import Backend
-from .catalogue import DEFAULT_MODEL
 from .config_files import ConfigFile
 from .errors import ConfigError, PhiBackendsError, UsageError
-from .platform import Platform
+from .models.catalogue import DEFAULT_MODEL
 from .sampling import SamplingConfig
+from .selection.platform import Platform
 
 __all__ = ["ENV_VARS", "LAYERS", "TOP_KEYS", "Config", "Origin", "Setting", "current", "resolve"]
 

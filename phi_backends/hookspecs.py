@@ -25,9 +25,8 @@ from collections.abc import Callable
 
 import pluggy
 
-from .assessment import ModelQuery, Verdict
-from .backend import Backend
-from .platform import Platform
+from .backend import Backend, ModelQuery, Verdict
+from .selection.platform import Platform
 
 PROJECT = "phi_backends"
 
@@ -48,7 +47,7 @@ def register_backends(register: Callable[[Backend], None]) -> None:
 def assess_model(model: ModelQuery, platform: Platform) -> Verdict | None:
     """How well can this plugin's backend run ``model`` on ``platform``? (optional)
 
-    Return a :class:`~phi_backends.assessment.Verdict` for the plugin's own backend, or None
+    Return a :class:`~phi_backends.backend.Verdict` for the plugin's own backend, or None
     for no opinion (then the core rates it ``fallback``). A plugin is asked only where one of
     its backends reads a format the model comes in and its ``availability()`` is ok; it rates
     how well its engine fits ``platform``, taking its engine build's features from

@@ -29,7 +29,7 @@ def test_importing_the_core_imports_no_engine() -> None:
 def test_the_cli_imports_no_engine_and_no_numpy_for_help() -> None:
     """``phi-backends --help`` of every command stays fast: no engine, no NumPy, no hub client."""
     code = (
-        "import sys, contextlib, io\nfrom phi_backends.cli import main\n"
+        "import sys, contextlib, io\nfrom phi_backends.cli.main import main\n"
         "for cmd in ('run', 'parity', 'backends', 'config', 'models'):\n"
         "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "        main([cmd, '--help'])\n"

@@ -17,14 +17,15 @@ from typing import Any
 import pytest
 
 import phi_backends as pb
-from phi_backends import Availability, Fit, ModelQuery, Platform, Verdict, choice, hookimpl, plugins
-from phi_backends.catalogue import DEFAULT_MODEL
+from phi_backends import Availability, Fit, ModelQuery, Platform, Verdict, hookimpl, plugins
 from phi_backends.errors import (
     BackendUnavailableError,
     ModelFormatError,
     UnknownBackendError,
     UsageError,
 )
+from phi_backends.models.catalogue import DEFAULT_MODEL
+from phi_backends.selection import choice
 from tests.bad_inputs import RECORD_ENV, expect_api_error, expect_cli_error
 from tests.cli import CLI
 

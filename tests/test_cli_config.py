@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from phi_backends.catalogue import DEFAULT_MODEL
 from phi_backends.config import ENV_VARS, resolve
+from phi_backends.models.catalogue import DEFAULT_MODEL
 from tests.bad_inputs import expect_cli_error
 from tests.cli import run_cli
 

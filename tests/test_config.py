@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from phi_backends import SamplingConfig, UsageError, load, plugins
-from phi_backends.catalogue import DEFAULT_MODEL
 from phi_backends.config import ENV_VARS, resolve
 from phi_backends.config_files import user_path
 from phi_backends.errors import BackendUnavailableError, ConfigError, UnknownModelError
 from phi_backends.models import catalogue, config_path
+from phi_backends.models.catalogue import DEFAULT_MODEL
 from tests.bad_inputs import expect_api_error
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from phi_backends.engine_options import option_values
 from phi_backends.errors import OptionError
+from phi_backends.formats.engine_options import option_values
 from tests.bad_inputs import expect_api_error
 
 

@@ -17,7 +17,7 @@ import gguf
 import pytest
 
 from phi_backends.errors import ModelFormatError, ModelNotFoundError, PhiBackendsError
-from phi_backends.gguf import (
+from phi_backends.formats.gguf import (
     GGML_TYPE_NAMES,
     GGML_TYPE_SIZES,
     GGUFArray,

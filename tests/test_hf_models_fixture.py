@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from phi_backends.gguf import read_gguf
-from phi_backends.template_sources import read_folder_template
+from phi_backends.formats.folder_template import read_folder_template
+from phi_backends.formats.gguf import read_gguf
 from tests.fixtures import hf_models
 from tests.fixtures import tiny_phi3 as tiny
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from phi_backends.errors import ModelFormatError
-from phi_backends.hf_tokenizer import read_hf_tokenizer
+from phi_backends.formats.hf_tokenizer import read_hf_tokenizer
 from phi_backends.streaming import Detokenizer
 from tests.bad_inputs import expect_api_error
 

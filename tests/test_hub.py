@@ -1,4 +1,4 @@
-"""``phi_backends.hub`` with the real ``huggingface_hub`` client against a real local server.
+"""``phi_backends.models.hub`` with the real ``huggingface_hub`` client against a real local server.
 
 ``huggingface_hub`` reads ``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_OFFLINE``... once, when it is
 first imported. So every scenario runs in a fresh interpreter (as the CLI does): the fixtures set
@@ -67,7 +67,7 @@ class Outcome:
 _SCRIPT = r"""
 import json, sys
 from pathlib import Path
-from phi_backends import hub
+from phi_backends.models import hub
 from phi_backends.errors import DownloadError
 call = json.loads(sys.argv[1])
 if call["max_file_size"] is not None:  # writing past it fails with EFBIG (Python ignores SIGXFSZ)
@@ -91,7 +91,7 @@ def _env() -> dict[str, str]:
 
 
 def call(fn: str, *args: Any, max_file_size: int | None = None, **kwargs: Any) -> Outcome:
-    """Run ``phi_backends.hub.<fn>(*args, **kwargs)`` in a fresh interpreter."""
+    """Run ``phi_backends.models.hub.<fn>(*args, **kwargs)`` in a fresh interpreter."""
     payload = json.dumps({"fn": fn, "args": args, "kwargs": kwargs, "max_file_size": max_file_size})
     start = time.monotonic()
     proc = subprocess.run(
@@ -357,7 +357,7 @@ def test_write_failure_is_a_one_line_error(hub: FakeHub) -> None:
 def test_disk_full_message(hf_home: Path) -> None:
     code = (
         "import errno, json\n"
-        "from phi_backends import hub\n"
+        "from phi_backends.models import hub\n"
         "err = OSError(errno.ENOSPC, 'No space left on device')\n"
         f"out = hub._translate(err, what='{FILE} from {REPO}', repo_id='{REPO}', filename='{FILE}')\n"
         "print(json.dumps({'error': type(out).__name__, 'message': str(out)}))\n"
@@ -422,4 +422,4 @@ def test_cached_file_finds_the_downloaded_file_without_network(hub: FakeHub) -> 
 
 
 def test_endpoint_follows_hf_endpoint(hub: FakeHub) -> None:
-    assert run_python("from phi_backends import hub; print(hub.hub_endpoint())").strip() == hub.url
+    assert run_python("from phi_backends.models import hub; print(hub.hub_endpoint())").strip() == hub.url

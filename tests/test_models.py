@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from phi_backends import ModelFormatError, ModelNotFoundError, UnknownModelError, UsageError
-from phi_backends.catalogue import BUILTIN_CATALOGUE
 from phi_backends.models import catalogue, detect_format, find_entry, package_file, resolve
+from phi_backends.models.catalogue import BUILTIN_CATALOGUE
 from tests.bad_inputs import expect_api_error
 
 SMOL = package_file(BUILTIN_CATALOGUE["smollm2-135m-instruct"].artifacts["gguf"])

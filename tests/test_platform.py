@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from phi_backends import Platform
-from phi_backends import platform as platforms
 from phi_backends.errors import UsageError
+from phi_backends.selection import platform as platforms
 from tests.bad_inputs import expect_api_error
 
 
@@ -47,7 +47,7 @@ def test_this_machine_is_detected_once() -> None:
 
 def test_detection_imports_no_engine() -> None:
     code = (
-        "import sys; from phi_backends import platform; platform.detect();"
+        "import sys; from phi_backends.selection import platform; platform.detect();"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('llama_cpp', 'mlx', 'mlx_lm', 'onnxruntime_genai', 'onnxruntime', 'torch')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout

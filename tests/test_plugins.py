@@ -43,7 +43,7 @@ def install_plugin(site: Path, dist: str, entry: str, module: str, source: str) 
 
 
 def backends_json(site: Path, **env: str) -> list[dict[str, object]]:
-    code = "from phi_backends.cli import main; main(['backends', '--json'])"
+    code = "from phi_backends.cli.main import main; main(['backends', '--json'])"
     full_env = {**os.environ, "PYTHONPATH": str(site), **env}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from phi_backends import TemplateError
-from phi_backends.template_sources import read_folder_template
+from phi_backends.formats.folder_template import read_folder_template
 from phi_backends.templates import jinja_template
 from tests.bad_inputs import expect_api_error
 

@@ -24,14 +24,6 @@ import gguf
 import pytest
 
 from phi_backends.errors import TemplateError, UsageError
-from phi_backends.jinja_sandbox import (
-    MAX_CALL_DEPTH,
-    MAX_INT_BITS,
-    MAX_RANGE,
-    MAX_RENDER_SECONDS,
-    MAX_SOURCE_CHARS,
-    MAX_STEPS,
-)
 from phi_backends.templates import (
     BUILTIN_TEMPLATES,
     ChatTemplate,
@@ -41,6 +33,14 @@ from phi_backends.templates import (
     get_template,
     jinja_template,
     normalize_messages,
+)
+from phi_backends.templates.sandbox import (
+    MAX_CALL_DEPTH,
+    MAX_INT_BITS,
+    MAX_RANGE,
+    MAX_RENDER_SECONDS,
+    MAX_SOURCE_CHARS,
+    MAX_STEPS,
 )
 from tests.bad_inputs import expect_api_error
 

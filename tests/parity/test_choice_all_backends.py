@@ -17,7 +17,7 @@ import pytest
 
 import phi_backends as pb
 from phi_backends import Fit
-from phi_backends import platform as platforms
+from phi_backends.selection import platform as platforms
 from tests.bad_inputs import RECORD_ENV, expect_cli_error
 from tests.cli import CLI
 

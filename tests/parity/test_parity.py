@@ -22,7 +22,7 @@ import pytest
 
 import phi_backends as pb
 from phi_backends.backend import ScoringEngine
-from phi_backends.parity import PROMPTS, TEMPLATES, ParityReport, Thresholds, run_parity
+from phi_backends.diagnostics.parity import PROMPTS, TEMPLATES, ParityReport, Thresholds, run_parity
 from tests.parity.float_gguf import float32_gguf
 
 #: llama.cpp computing in float32 throughout: a float32 KV cache (ggml type 0), no flash attention.

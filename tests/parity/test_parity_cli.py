@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from phi_backends.diagnostics.parity import Thresholds, read_prompts
 from phi_backends.errors import UsageError
-from phi_backends.parity import Thresholds, read_prompts
 from tests.bad_inputs import expect_api_error, expect_cli_error
 from tests.cli import run_cli
 
@@ -158,7 +158,7 @@ def test_bad_input_is_one_line_exit_2(
 
 
 def test_library_bad_input(tmp_path: Path) -> None:
-    from phi_backends.parity import run_parity
+    from phi_backends.diagnostics.parity import run_parity
 
     with pytest.raises(UsageError) as info:
         run_parity({})

@@ -1,6 +1,6 @@
 """Edit a GGUF file's bytes for tests: replace one metadata value, patch a header or tensor field.
 
-A tiny independent walker (not :mod:`phi_backends.gguf`, the reader under test) that finds where
+A tiny independent walker (not :mod:`phi_backends.formats.gguf`, the reader under test) that finds where
 each metadata entry and each tensor-table field lies, so that a test can rewrite exactly one of
 them and keep everything else byte for byte. Replacing a value of another length moves the tensor
 table; the data section is then re-aligned, so the result is still a well-formed GGUF file.

@@ -7,7 +7,7 @@ chat template of the wrong type), run to completion. The cases complete what the
 already check: tests/test_gguf.py reads broken GGUFs in-process, and the onnx and mlx plugins'
 test_bad_folders.py run a broken genai_config.json, missing and truncated files, and broken
 configs through the CLI. Here: GGUFs through llama.cpp itself (including the values llama.cpp
-would abort, segfault or hang on, which phi_backends.gguf now refuses), and the empty files,
+would abort, segfault or hang on, which phi_backends.formats.gguf now refuses), and the empty files,
 folders in the place of files, symlink loops, unreadable files and NaN weights of all three.
 """
 
@@ -296,7 +296,7 @@ MLX_CASES = [
 CASES = {case.name: case for case in (*GGUF_CASES, *ONNX_CASES, *MLX_CASES)}
 
 
-# phi_backends.gguf names a file by its path up to 60 characters, else by its name alone: a folder
+# phi_backends.formats.gguf names a file by its path up to 60 characters, else by its name alone: a folder
 # this long makes that the name on every machine, so that docs/bad-inputs.md does not vary.
 _LONG = "a-folder-whose-name-makes-the-path-longer-than-sixty-characters"
 

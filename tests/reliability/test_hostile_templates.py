@@ -21,7 +21,13 @@ import pytest
 
 import phi_backends as pb
 from phi_backends.errors import TemplateError
-from phi_backends.jinja_sandbox import MAX_BUILT_BYTES, MAX_RENDER_SECONDS, MAX_STEPS, JinjaChatTemplate, jinja_template
+from phi_backends.templates.sandbox import (
+    MAX_BUILT_BYTES,
+    MAX_RENDER_SECONDS,
+    MAX_STEPS,
+    JinjaChatTemplate,
+    jinja_template,
+)
 from tests.bad_inputs import expect_cli_error
 from tests.reliability.conftest import BACKENDS, Figures, need_backend
 from tests.reliability.model_copies import folder_with_template, gguf_with_template

@@ -20,7 +20,7 @@ import numpy as np
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
 from phi_backends.errors import ContextLengthError, GenerationError, ModelFormatError, RuntimeFailure, UsageError
-from phi_backends.gguf import read_gguf
+from phi_backends.formats.gguf import read_gguf
 
 from .options import DEFAULT_MAX_CTX, EngineOptions
 from .sampling import sampler_chain

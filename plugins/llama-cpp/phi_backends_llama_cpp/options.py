@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from phi_backends.engine_options import option_values
 from phi_backends.errors import OptionError
+from phi_backends.formats.engine_options import option_values
 
 #: Our default context window when the caller gives none: the model's own, capped (a 128k
 #: context would reserve tens of GB for the KV cache).

@@ -251,7 +251,7 @@ def test_models_lists_the_catalogue_and_the_offline_model_as_present() -> None:
 
 
 def test_help_is_fast_and_imports_no_engine() -> None:
-    code = "import sys; from phi_backends.cli import main\ntry:\n  main(['run', '--help'])\nexcept SystemExit: pass\nprint(sorted(m for m in sys.modules if m.startswith(('llama_cpp', 'huggingface_hub', 'numpy'))))"
+    code = "import sys; from phi_backends.cli.main import main\ntry:\n  main(['run', '--help'])\nexcept SystemExit: pass\nprint(sorted(m for m in sys.modules if m.startswith(('llama_cpp', 'huggingface_hub', 'numpy'))))"
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     elapsed = time.perf_counter() - start

@@ -8,7 +8,7 @@ from typing import Any
 
 from phi_backends import Availability, ModelSource
 from phi_backends.errors import BackendUnavailableError
-from phi_backends.hf_tokenizer import read_hf_tokenizer
+from phi_backends.formats.hf_tokenizer import read_hf_tokenizer
 
 from .devices import INSTALL_HINT, probe
 from .model_folder import check_custom_code, read_model_folder

@@ -31,8 +31,8 @@ from transformers import AutoTokenizer
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
 from phi_backends.errors import ContextLengthError, GenerationError, ModelFormatError, RuntimeFailure, UsageError
-from phi_backends.hf_tokenizer import HFTokenizerFacts
-from phi_backends.template_sources import folder_chat_template
+from phi_backends.formats.folder_template import folder_chat_template
+from phi_backends.formats.hf_tokenizer import HFTokenizerFacts
 
 from .model_folder import DEFAULT_CONTEXT, ModelFolder
 from .options import EngineOptions

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from phi_backends.errors import ModelFormatError
-from phi_backends.json_files import read_json_object
+from phi_backends.formats.json_files import read_json_object
 
 __all__ = ["ModelFolder", "check_custom_code", "read_model_folder"]
 

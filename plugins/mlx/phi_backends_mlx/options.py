@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from phi_backends.engine_options import option_values
 from phi_backends.errors import OptionError
+from phi_backends.formats.engine_options import option_values
 
 from .model_folder import ModelFolder
 

@@ -10,8 +10,9 @@ from phi_backends_mlx import plugin
 from phi_backends_mlx.assess import build_features
 
 import phi_backends as pb
-from phi_backends import Fit, Platform, choice, plugins
-from phi_backends import platform as platforms
+from phi_backends import Fit, Platform, plugins
+from phi_backends.selection import choice
+from phi_backends.selection import platform as platforms
 
 CATALOGUE = "phi-3-mini-4k-instruct"
 

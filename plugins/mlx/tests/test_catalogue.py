@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from phi_backends.catalogue import BUILTIN_CATALOGUE
+from phi_backends.models.catalogue import BUILTIN_CATALOGUE
 from phi_backends.testing import SCRIPT_TEXT
 from tests.bad_inputs import expect_cli_error
 from tests.cli import run_cli

@@ -11,7 +11,7 @@ import mlx.core as mx
 import numpy as np
 
 import phi_backends as pb
-from phi_backends.hf_tokenizer import read_hf_tokenizer
+from phi_backends.formats.hf_tokenizer import read_hf_tokenizer
 from phi_backends.testing import PHI3_SPECIALS
 
 

@@ -1,6 +1,6 @@
 """The core's token-bytes table agrees with the Hugging Face tokenizer mlx-lm loads, on every id.
 
-``phi_backends.hf_tokenizer`` reads ``tokenizer.json`` itself (neither engine gives one token's
+``phi_backends.formats.hf_tokenizer`` reads ``tokenizer.json`` itself (neither engine gives one token's
 raw bytes); here every id of both test vocabularies is checked against transformers' own decode.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from phi_backends.hf_tokenizer import read_hf_tokenizer
+from phi_backends.formats.hf_tokenizer import read_hf_tokenizer
 
 
 @pytest.mark.parametrize("model", ["smollm2_mlx", "tiny_phi3_mlx"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from phi_backends import Fit, ModelQuery, Platform, Verdict
 from phi_backends.errors import PhiBackendsError
-from phi_backends.json_files import read_json_object
+from phi_backends.formats.json_files import read_json_object
 
 from .genai_folder import CONFIG_NAME, MAX_CONFIG_BYTES, _providers
 from .providers import PROVIDERS, canonical_provider

@@ -39,9 +39,9 @@ from phi_backends.errors import (
     PhiBackendsError,
     UsageError,
 )
-from phi_backends.hf_tokenizer import read_hf_tokenizer
+from phi_backends.formats.folder_template import folder_chat_template
+from phi_backends.formats.hf_tokenizer import read_hf_tokenizer
 from phi_backends.sampling import ReferenceSampler
-from phi_backends.template_sources import folder_chat_template
 
 from .genai_folder import CONFIG_NAME, GenaiFolder, read_genai_folder
 from .options import EngineOptions

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from phi_backends.errors import ModelFormatError
-from phi_backends.json_files import read_json_object
+from phi_backends.formats.json_files import read_json_object
 
 from .onnx_external_data import NotOnnxError, external_data_refs
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from phi_backends.engine_options import option_values
 from phi_backends.errors import OptionError
+from phi_backends.formats.engine_options import option_values
 
 from .providers import canonical_provider
 

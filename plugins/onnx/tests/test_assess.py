@@ -13,8 +13,9 @@ from phi_backends_onnx.assess import build_features
 from phi_backends_onnx.providers import probe_installation
 
 import phi_backends as pb
-from phi_backends import Fit, Platform, choice, plugins
-from phi_backends import platform as platforms
+from phi_backends import Fit, Platform, plugins
+from phi_backends.selection import choice
+from phi_backends.selection import platform as platforms
 
 PHI3 = "phi-3-mini-4k-instruct"  # published for cpu, cuda and dml
 PHI35 = "phi-3.5-mini-instruct"  # published for cpu and cuda only

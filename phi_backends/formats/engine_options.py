@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import OptionError
+from ..errors import OptionError
 
 __all__ = ["CROSS_BACKEND_OPTIONS", "coerce_option", "option_values"]
 

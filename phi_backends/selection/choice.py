@@ -17,11 +17,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from . import models, plugins
+from .. import models, plugins
+from ..backend import Backend, Fit, ModelQuery, Verdict
+from ..errors import BackendUnavailableError, ModelFormatError, UnknownBackendError, UsageError
 from . import platform as platforms
-from .assessment import Fit, ModelQuery, Verdict
-from .backend import Backend
-from .errors import BackendUnavailableError, ModelFormatError, UnknownBackendError, UsageError
 from .platform import Platform
 
 __all__ = ["BUILTIN_ORDER", "Assessment", "Choice", "Explanation", "choose", "explain", "model_query"]

@@ -25,7 +25,7 @@ lives here and nowhere else. Two kinds of template exist:
   built-ins do the same. Phi-4 and ChatML end with the last message.
 
 * **The model file's own template** (:func:`jinja_template`, from
-  :mod:`phi_backends.jinja_sandbox` and re-exported here), for everything else. Templates
+  :mod:`phi_backends.templates.sandbox` and re-exported here), for everything else. Templates
   inside model files are untrusted input, so they are rendered in a bounded Jinja sandbox;
   that module's docstring lists the bounds, each turning into a one-line :class:`TemplateError`.
 
@@ -45,78 +45,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
-from .errors import TemplateError, UsageError
-from .jinja_sandbox import JinjaChatTemplate, _short, jinja_template
+from ..errors import TemplateError, UsageError
+from .messages import Message, normalize_messages
+from .messages import short as _short
+from .sandbox import jinja_template
 
-__all__ = [
-    "BUILTIN_TEMPLATES",
-    "KNOWN_END_OF_TURN",
-    "BuiltinTemplate",
-    "ChatTemplate",
-    "JinjaChatTemplate",
-    "Message",
-    "detect_template",
-    "get_template",
-    "jinja_template",
-    "normalize_messages",
-]
-
-Message = Mapping[str, str]
-"""One chat message: ``{"role": "system" | "user" | "assistant", "content": str}``."""
-
-ROLES: Final = ("system", "user", "assistant")
-
-#: End-of-turn token texts looked for in a model's own template source.
-KNOWN_END_OF_TURN: Final = ("<|end|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
-
-
-# --------------------------------------------------------------------------------------------
-# Messages
-
-
-def normalize_messages(prompt: str | Sequence[Message]) -> list[dict[str, str]]:
-    """Return the conversation as fresh ``{"role", "content"}`` dicts, checked.
-
-    A ``str`` becomes one user message. Keys other than ``role`` and ``content`` are dropped,
-    so every template sees the same input. Raises :class:`UsageError` naming the index of the
-    first bad message.
-    """
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, Mapping):
-        raise UsageError("got a single message, not a list of messages; pass [message] or the prompt as a str")
-    if isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, Sequence):
-        raise UsageError(
-            f"the prompt must be a str or a list of messages, not {type(prompt).__name__}; "
-            "pass text, or [{'role': 'user', 'content': '...'}]"
-        )
-    if not prompt:
-        raise UsageError(
-            "there are no messages to render; pass a prompt string or at least one "
-            "{'role': 'user', 'content': '...'} message"
-        )
-    result: list[dict[str, str]] = []
-    for index, message in enumerate(prompt):
-        if not isinstance(message, Mapping):
-            raise UsageError(
-                f"message {index} is a {type(message).__name__}, not a mapping; "
-                "pass each message as {'role': ..., 'content': ...}"
-            )
-        if "role" not in message:
-            raise UsageError(f"message {index} has no 'role'; give it 'system', 'user' or 'assistant'")
-        role = message["role"]
-        if not isinstance(role, str) or role not in ROLES:
-            raise UsageError(f"message {index} has role {_short(role)}; use 'system', 'user' or 'assistant'")
-        if "content" not in message:
-            raise UsageError(f"message {index} ({role}) has no 'content'; give it a str")
-        content = message["content"]
-        if not isinstance(content, str):
-            raise UsageError(
-                f"message {index} ({role}) has content of type {type(content).__name__}; pass the content as a str"
-            )
-        result.append({"role": role, "content": content})
-    return result
-
+__all__ = ["BUILTIN_TEMPLATES", "BuiltinTemplate", "ChatTemplate", "detect_template", "get_template"]
 
 # --------------------------------------------------------------------------------------------
 # The interface and the built-ins

@@ -11,10 +11,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import cli_config, cli_parity
-from .catalogue import DEFAULT_MODEL, OFFLINE_MODEL
-from .cli_config import add_sampling_flags, sampling_flags
-from .errors import PhiBackendsError, UsageError
+from ..errors import PhiBackendsError, UsageError
+from ..models.catalogue import DEFAULT_MODEL, OFFLINE_MODEL
+from . import config as cli_config
+from . import parity as cli_parity
+from .config import add_sampling_flags, sampling_flags
 
 SEED_PROMPT = "Write a haiku about ice hockey"
 EXIT_INTERRUPTED = 130
@@ -172,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--raw and --template exclude each other")
     messages: Any = prompt if args.raw else _messages(prompt, args.system)
 
-    from .api import load  # imports plugins (and, on load, an engine) only now
+    from ..api import load  # imports plugins (and, on load, an engine) only now
 
     template = None if args.raw else (args.template or "auto")
     with load(args.model, backend=args.backend, template=template, platform=args.platform, **options) as gen:
@@ -247,7 +248,7 @@ def _print_stats(result: Any) -> None:
 
 
 def _backends(args: argparse.Namespace) -> int:
-    from . import plugins
+    from .. import plugins
 
     if args.explain is not None:
         return _explain(args)
@@ -300,7 +301,7 @@ def _backends(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     """Exit 0 when a backend would be chosen, 1 when none can run the model here."""
-    from .api import explain
+    from ..api import explain
 
     preference = [name for name in (args.prefer or "").split(",") if name.strip()] if args.prefer else None
     explanation = explain(args.explain or None, platform=args.platform, preference=preference)
@@ -312,7 +313,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from . import hub, models
+    from .. import models
+    from ..models import hub
 
     rows: list[dict[str, Any]] = []
     for entry in models.catalogue().values():
@@ -348,7 +350,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

@@ -1,6 +1,6 @@
 """What this machine has (OS, CPU architecture, Metal, CUDA, DirectML): detected once, or injected.
 
-The automatic backend choice (:mod:`phi_backends.choice`) ranks backends for a :class:`Platform`.
+The automatic backend choice (:mod:`phi_backends.selection.choice`) ranks backends for a :class:`Platform`.
 :func:`detect` looks at this machine without importing any engine. A platform can also be
 given, so that the choice can be shown (and tested) for another machine: a :class:`Platform`
 object, or a spec string such as ``"apple-silicon"``, ``"linux-cuda,llama-cpp=cpu"`` or
@@ -30,7 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = ["ARCHES", "DEVICE_WORDS", "ENV", "OSES", "PRESETS", "Platform", "current", "detect"]
 
@@ -254,7 +254,7 @@ def _boolean(raw: str, key: str, spec: str) -> bool:
 
 
 def _backend_name(name: str, spec: str) -> str:
-    from . import plugins  # no engine is imported: plugins only register backend objects
+    from .. import plugins  # no engine is imported: plugins only register backend objects
 
     known = sorted(set(plugins.KNOWN_BACKENDS) | set(plugins.backends()) | set(plugins.broken))
     if name not in known:

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .parity import TEMPLATES, ParityReport, Thresholds
+from ..diagnostics.parity import TEMPLATES, ParityReport, Thresholds
+from ..errors import UsageError
 
 __all__ = ["add_parity_parser", "parity_command"]
 
@@ -98,23 +98,23 @@ def parity_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-tokens must be at least 1, got {args.max_tokens}")
     wanted = _parse_models(args.model)
     options = _parse_options(args.option, wanted)
-    from . import plugins
+    from .. import plugins
 
     for backend, given in options.items():
         validate = getattr(plugins.get_backend(backend), "validate_options", None)
         if callable(validate):
             validate(given)  # a bad option fails before any model is loaded
-    from . import parity
+    from ..diagnostics import parity
 
     prompts = parity.read_prompts(args.prompts) if args.prompts is not None else parity.PROMPTS
     templates = tuple(args.template or TEMPLATES)
-    from .templates import get_template
+    from ..templates import get_template
 
     for name in templates:
         if name != "auto":
             get_template(name)  # an unknown name fails now, not after loading the models
 
-    from .api import load
+    from ..api import load
 
     progress = _progress if sys.stderr.isatty() else None
     with contextlib.ExitStack() as stack:
@@ -147,7 +147,7 @@ def parity_command(args: argparse.Namespace) -> int:
 
 def _parse_models(items: list[str]) -> dict[str, str]:
     """``BACKEND=MODEL`` pairs, checked before any model is loaded."""
-    from . import models, plugins
+    from .. import models, plugins
 
     wanted: dict[str, str] = {}
     for item in items:

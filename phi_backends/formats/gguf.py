@@ -38,7 +38,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import ModelFormatError, ModelNotFoundError
+from ..errors import ModelFormatError, ModelNotFoundError
 
 __all__ = [
     "DEFAULT_ALIGNMENT",

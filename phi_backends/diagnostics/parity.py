@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from .backend import ScoringEngine
-from .errors import PhiBackendsError, UsageError
-from .sampling import SamplingConfig
-from .templates import Message, normalize_messages
+from ..backend import ScoringEngine
+from ..errors import PhiBackendsError, UsageError
+from ..sampling import SamplingConfig
+from ..templates import Message, normalize_messages
 
 if TYPE_CHECKING:
-    from .generator import Generator
+    from ..generator import Generator
 
 __all__ = [
     "PROMPTS",

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 
 __all__ = ["read_json_object"]
 

@@ -55,7 +55,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import jinja2
 from jinja2 import nodes
@@ -67,10 +67,9 @@ from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, pass_eval_context
 
-from .errors import TemplateError
-
-if TYPE_CHECKING:
-    from .templates import Message
+from ..errors import TemplateError
+from .messages import KNOWN_END_OF_TURN, Message, normalize_messages
+from .messages import short as _short
 
 __all__ = [
     "CLOCK_EVERY_BYTES",
@@ -114,11 +113,6 @@ CLOCK_EVERY_BYTES: Final = 1024 * 1024
 _EMITTED_FACTOR: Final = 4
 _BUILT_PER_INPUT_CHAR: Final = 64
 _HINT: Final = "pass --template NAME or --raw"
-
-
-def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------
@@ -662,7 +656,6 @@ class JinjaChatTemplate:
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
-        from .templates import KNOWN_END_OF_TURN  # templates imports this module
 
         eot = [eos_token] if eos_token else []
         eot += [text for text in KNOWN_END_OF_TURN if text in source and text not in eot]
@@ -697,7 +690,6 @@ class JinjaChatTemplate:
         return f"JinjaChatTemplate(name={self._name!r}, {len(self.source)} characters)"
 
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
-        from .templates import normalize_messages  # templates imports this module
 
         conversation = normalize_messages(messages)
         input_chars = sum(len(m["content"]) for m in conversation)

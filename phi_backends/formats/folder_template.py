@@ -1,7 +1,7 @@
 """Where a model's own chat template comes from, for backends that read model folders.
 
 GGUF files carry it in their metadata (``tokenizer.chat_template``, read by
-:mod:`phi_backends.gguf`). Hugging Face folders (ONNX Runtime GenAI, MLX) carry it, in the
+:mod:`phi_backends.formats.gguf`). Hugging Face folders (ONNX Runtime GenAI, MLX) carry it, in the
 order transformers looks: ``chat_template.jinja``, then ``chat_template.json``, then
 ``tokenizer_config.json``'s ``chat_template`` (a string, or a list of named templates of which
 ``default`` is used). The BOS and EOS token texts come from ``tokenizer_config.json``.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import TemplateError
+from ..errors import TemplateError
 from .hf_tokenizer import token_text
 
 __all__ = ["FolderTemplate", "folder_chat_template", "read_folder_template"]

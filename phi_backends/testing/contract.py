@@ -30,11 +30,11 @@ from typing import Any
 
 import pytest
 
-from . import load
-from .errors import ContextLengthError, UsageError
-from .generator import Completion, Generator
-from .sampling import SamplingConfig
-from .streaming import Detokenizer
+from .. import load
+from ..errors import ContextLengthError, UsageError
+from ..generator import Completion, Generator
+from ..sampling import SamplingConfig
+from ..streaming import Detokenizer
 
 __all__ = ["SCRIPT_TEXT", "BackendContract", "ContractModels"]
 

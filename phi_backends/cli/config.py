@@ -13,12 +13,12 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .catalogue import CatalogueEntry
-from .sampling import SamplingConfig
+from ..models.catalogue import CatalogueEntry
+from ..sampling import SamplingConfig
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .config_files import ConfigFile
+    from ..config import Config
+    from ..config_files import ConfigFile
 
 __all__ = ["SAMPLING_FIELDS", "add_parser", "add_sampling_flags", "command", "config_flags", "sampling_flags"]
 
@@ -84,7 +84,7 @@ def config_flags(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
 
 
 def command(args: argparse.Namespace) -> int:
-    from . import config
+    from .. import config
 
     cfg = config.resolve(config_flags(args))
     if args.check:
@@ -107,8 +107,8 @@ def command(args: argparse.Namespace) -> int:
 
 def _check(cfg: Config) -> None:
     """What resolving the config does not check, because it needs the engines or the catalogue."""
-    from . import models, plugins
-    from .errors import BackendUnavailableError, PhiBackendsError
+    from .. import models, plugins
+    from ..errors import BackendUnavailableError, PhiBackendsError
 
     try:
         models.classify(cfg.model)
@@ -136,7 +136,7 @@ def _check(cfg: Config) -> None:
 
 
 def _lines(cfg: Config) -> list[str]:
-    from . import platform
+    from ..selection import platform
 
     lines = ["# effective configuration; precedence: flags > environment > project file > user file > defaults"]
     for f in cfg.files:
@@ -204,7 +204,7 @@ def _key(key: str) -> str:
 
 
 def _as_json(cfg: Config) -> dict[str, Any]:
-    from .config import LAYERS
+    from ..config import LAYERS
 
     settings = {}
     for key, setting in cfg.settings.items():

@@ -24,11 +24,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import config_files, hub
-from .backend import ModelSource
+from .. import config_files
+from ..backend import ModelSource
+from ..config_files import ConfigFile
+from ..errors import ConfigError, ModelFormatError, ModelNotFoundError, UnknownModelError, UsageError
+from . import hub
 from .catalogue import BUILTIN_CATALOGUE, OFFLINE_MODEL, Artifact, CatalogueEntry
-from .config_files import ConfigFile
-from .errors import ConfigError, ModelFormatError, ModelNotFoundError, UnknownModelError, UsageError
 
 __all__ = ["catalogue", "classify", "config_path", "detect_format", "find_entry", "package_file", "resolve"]
 
@@ -251,7 +252,7 @@ def _user_entry(file: ConfigFile, name: str, table: Any) -> CatalogueEntry:
     base = BUILTIN_CATALOGUE.get(name)
     template = _entry_value(file, name, table, "template", str, base.template if base else None)
     if template is not None:
-        from .templates import get_template
+        from ..templates import get_template
 
         try:
             get_template(template)

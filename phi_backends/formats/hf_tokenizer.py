@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 from .json_files import read_json_object
 
 __all__ = ["HFTokenizerFacts", "read_hf_tokenizer", "token_text"]

@@ -1,0 +1,1 @@
+"""The ``phi-backends`` command: :mod:`.main` builds the parser and runs each subcommand."""

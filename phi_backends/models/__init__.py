@@ -1,0 +1,32 @@
+"""Models: the catalogue of known names, resolving what a user typed to files, and the Hub.
+
+- :mod:`.catalogue`: the built-in entries (name → artifacts per format, template, context);
+- :mod:`.resolve`: a local path, a catalogue name or a hub repo id → a :class:`ModelSource`;
+- :mod:`.hub`: downloads through huggingface-hub, with one-line errors.
+"""
+
+from .resolve import (
+    FORMAT_NAMES,
+    catalogue,
+    classify,
+    config_entries,
+    config_path,
+    detect_format,
+    find_entry,
+    offline_hint,
+    package_file,
+    resolve,
+)
+
+__all__ = [
+    "FORMAT_NAMES",
+    "catalogue",
+    "classify",
+    "config_entries",
+    "config_path",
+    "detect_format",
+    "find_entry",
+    "offline_hint",
+    "package_file",
+    "resolve",
+]
