@@ -30,15 +30,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
 @pytest.fixture(autouse=True)
 def _no_personal_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never read this machine's user config or PHI_BACKENDS_* settings (a test may set its own)."""
+    from phi_backends.config import ENV_VARS
+
     monkeypatch.setenv("PHI_BACKENDS_CONFIG", os.devnull)
-    for name in (
-        "PHI_BACKENDS_MODEL",
-        "PHI_BACKENDS_BACKEND",
-        "PHI_BACKENDS_BACKENDS",
-        "PHI_BACKENDS_PLATFORM",
-        "PHI_BACKENDS_TEMPLATE",
-    ):
+    for name in ENV_VARS.values():
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def config_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder as the working directory (a CLI subprocess inherits it), and the
+    user config at ``tmp_path / "user.toml"`` (absent until a test writes it)."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("PHI_BACKENDS_CONFIG", str(tmp_path / "user.toml"))
+    return folder
 
 
 # -- the offline test models, shared by the core's and every backend's tests -----------------------

@@ -111,8 +111,7 @@ class ScoringEngine(Protocol):
 
         A float32 array of shape ``(len(ids), vocab)``: row ``i`` scores the token that would
         follow ``ids[: i + 1]``. Nothing carries over to or from :meth:`Engine.generate`.
-        Raises :class:`~phi_backends.errors.ContextLengthError` when ``ids`` does not fit the
-        context, :class:`~phi_backends.errors.UsageError` when it is empty.
+        The core calls it only with ``ids`` that are not empty and fit ``info.context_length``.
         """
         ...
 

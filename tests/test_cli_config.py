@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from phi_backends.config import ENV_VARS, resolve
+from phi_backends.config import resolve
 from phi_backends.models.catalogue import DEFAULT_MODEL
 from tests.bad_inputs import expect_cli_error
 from tests.cli import run_cli
@@ -25,15 +24,9 @@ else:  # pragma: no cover - Python 3.10
 
 
 @pytest.fixture(autouse=True)
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty project folder as the working directory (the CLI inherits it), and no user config."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("PHI_BACKENDS_CONFIG", str(tmp_path / "user.toml"))
-    for name in ENV_VARS.values():
-        monkeypatch.delenv(name, raising=False)
-    yield folder
+def project(config_project: Path) -> Path:
+    """Every test here runs in an empty project folder, with no user config (conftest.py)."""
+    return config_project
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ tested in plugins/llama-cpp/tests/test_config_run.py.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from phi_backends import SamplingConfig, UsageError, load, plugins
-from phi_backends.config import ENV_VARS, resolve
+from phi_backends.config import resolve
 from phi_backends.config_files import user_path
 from phi_backends.errors import BackendUnavailableError, ConfigError, UnknownModelError
 from phi_backends.models import catalogue, config_path
@@ -22,15 +21,9 @@ from tests.bad_inputs import expect_api_error
 
 
 @pytest.fixture(autouse=True)
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty project folder as the working directory, and no config from this machine's user."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("PHI_BACKENDS_CONFIG", str(tmp_path / "user.toml"))
-    for name in ENV_VARS.values():
-        monkeypatch.delenv(name, raising=False)
-    yield folder
+def project(config_project: Path) -> Path:
+    """Every test here runs in an empty project folder, with no user config (conftest.py)."""
+    return config_project
 
 
 @pytest.fixture

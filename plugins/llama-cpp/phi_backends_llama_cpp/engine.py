@@ -19,7 +19,7 @@ import llama_cpp
 import numpy as np
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
-from phi_backends.errors import ContextLengthError, GenerationError, ModelFormatError, RuntimeFailure, UsageError
+from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
 from phi_backends.formats.gguf import read_gguf
 
 from .options import DEFAULT_MAX_CTX, EngineOptions
@@ -153,14 +153,7 @@ class LlamaCppEngine:
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Teacher forcing (:class:`phi_backends.backend.ScoringEngine`): the logits after every position."""
         self._check_open()
-        n = len(ids)
-        if n == 0:
-            raise UsageError("no token ids to score; give at least one")
-        if n > self._info.context_length:
-            raise ContextLengthError(
-                f"{n} token ids do not fit the context window of {self._info.context_length}; "
-                "load the model with a larger context (n_ctx)"
-            )
+        n = len(ids)  # the core checked 0 < n <= context_length
         vocab = self._info.vocab_size
         out = np.empty((n, vocab), dtype=np.float32)
         memory = llama_cpp.llama_get_memory(self._ctx)

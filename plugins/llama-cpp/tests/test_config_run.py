@@ -9,13 +9,11 @@ temperature 1, so the text shows which sampling settings were really used; ``n_c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import phi_backends as pb
-from phi_backends.config import ENV_VARS
 from phi_backends.errors import BackendUnavailableError, ConfigError, PhiBackendsError
 from phi_backends.testing import SCRIPT_TEXT
 from tests.bad_inputs import expect_api_error, expect_cli_error
@@ -25,14 +23,9 @@ PROMPT = "Write a haiku about ice hockey"
 
 
 @pytest.fixture(autouse=True)
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    folder = tmp_path / "project"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("PHI_BACKENDS_CONFIG", str(tmp_path / "user.toml"))
-    for name in ENV_VARS.values():
-        monkeypatch.delenv(name, raising=False)
-    yield folder
+def project(config_project: Path) -> Path:
+    """Every test here runs in an empty project folder, with no user config (conftest.py)."""
+    return config_project
 
 
 def write_project(

@@ -30,7 +30,7 @@ from mlx_lm.utils import _get_classes, load_model
 from transformers import AutoTokenizer
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
-from phi_backends.errors import ContextLengthError, GenerationError, ModelFormatError, RuntimeFailure, UsageError
+from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
 from phi_backends.formats.folder_template import folder_chat_template
 from phi_backends.formats.hf_tokenizer import HFTokenizerFacts
 
@@ -155,14 +155,7 @@ class MlxEngine:
         ``generate_step`` feeds a prompt.
         """
         model = self._check_open()
-        n = len(ids)
-        if n == 0:
-            raise UsageError("no token ids to score; give at least one")
-        if n > self._info.context_length:
-            raise ContextLengthError(
-                f"{n} token ids do not fit the context window of {self._info.context_length}; "
-                "load the model with a larger context (n_ctx)"
-            )
+        n = len(ids)  # the core checked 0 < n <= context_length
         step = self._options.prefill_step_size
         rows: list[np.ndarray] = []
         with mx.stream(self._stream):

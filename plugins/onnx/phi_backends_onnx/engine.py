@@ -32,7 +32,6 @@ import onnxruntime_genai as og
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
 from phi_backends.errors import (
     BackendUnavailableError,
-    ContextLengthError,
     GenerationError,
     ModelFormatError,
     OptionError,
@@ -190,15 +189,7 @@ class OnnxEngine:
         row per position. A model that outputs only the last row is fed one token at a time.
         """
         self._check_open()
-        n = len(ids)
-        if n == 0:
-            raise UsageError("no token ids to score; give at least one")
-        context = self._info.context_length
-        if n > context:
-            raise ContextLengthError(
-                f"{n} token ids do not fit the context window of {context}; "
-                "load the model with a larger max_length or score fewer ids"
-            )
+        n, context = len(ids), self._info.context_length  # the core checked 0 < n <= context
         tokens = np.asarray(ids, dtype=np.int32)
         generator = self._new_generator(min(context, n + 1))
         try:
