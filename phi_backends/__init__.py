@@ -7,7 +7,17 @@ with pb.load("phi-3-mini-4k-instruct") as gen:
 """
 
 from .api import explain, load
-from .backend import Availability, Backend, Engine, EngineInfo, Fit, ModelQuery, ModelSource, Verdict
+from .backend import (
+    Availability,
+    Backend,
+    Engine,
+    EngineInfo,
+    Fit,
+    ModelFormat,
+    ModelQuery,
+    ModelSource,
+    Verdict,
+)
 from .errors import (
     BackendUnavailableError,
     ConfigError,
@@ -48,6 +58,7 @@ __all__ = [
     "Fit",
     "GenerationError",
     "Generator",
+    "ModelFormat",
     "ModelFormatError",
     "ModelNotFoundError",
     "ModelQuery",

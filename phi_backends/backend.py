@@ -7,7 +7,7 @@ only tokenizes, maps token ids to bytes, and yields sampled token ids one at a t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .models.catalogue import CatalogueEntry
+    from .selection.platform import Platform
 
 __all__ = [
     "Availability",
@@ -27,6 +28,7 @@ __all__ = [
     "Engine",
     "EngineInfo",
     "Fit",
+    "ModelFormat",
     "ModelKind",
     "ModelQuery",
     "ModelSource",
@@ -116,28 +118,6 @@ class ScoringEngine(Protocol):
         ...
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """A plugin's backend: cheap to create; engines are imported only in :meth:`load`.
-
-    A backend may also define ``validate_options(options: Mapping[str, Any]) -> None``, which
-    :func:`phi_backends.load` calls before resolving (and perhaps downloading) the model, so that
-    an unknown option or an execution provider that cannot run here fails at once.
-    """
-
-    name: str
-    formats: tuple[str, ...]
-    install_hint: str
-
-    def availability(self) -> Availability:
-        """Can this backend run here? Imports the engine (may take a moment)."""
-        ...
-
-    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Engine:
-        """Load ``source`` with engine-specific ``options``; raise :mod:`phi_backends.errors`."""
-        ...
-
-
 # -- what a backend is asked when one is chosen for a model (docs/choice.md) ---------------------
 
 ModelKind = Literal["path", "catalogue", "hub"]
@@ -192,3 +172,64 @@ class Verdict:
         object.__setattr__(self, "fit", Fit(self.fit))
         object.__setattr__(self, "reason", " ".join(str(self.reason).split()))
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+
+@dataclass(frozen=True)
+class ModelFormat:
+    """A model format: how the core recognises a path in it, and the words it uses for it.
+
+    The formats this project's backends read are declared once in :mod:`phi_backends.formats`
+    (``gguf``, ``onnx``, ``mlx``); a backend that reads another declares it in its
+    :attr:`Backend.model_formats`, and the core learns it from there (no core edit).
+    """
+
+    name: str  # what Backend.formats and catalogue entries call it: "gguf"
+    description: str  # one model in it, with its article: "a GGUF file"
+    plural: str  # "GGUF files"
+    key: str  # what makes a path one, said when a path is none: "ending in .gguf"
+    detect: Callable[[Path], bool] = field(compare=False, repr=False)  # is this existing path one? cheap, no engine
+    priority: int = 0  # when several formats claim one path, the highest wins (a more specific key file)
+    hub_suffix: str | None = None  # ".gguf": a hub id ``owner/repo/NAME.gguf`` names one file in this format
+    reader: str | None = None  # the backend this project publishes for it, named when none installed reads it
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A plugin's backend: everything the core knows of it comes from this object.
+
+    Cheap to create: engines are imported only in :meth:`availability` and :meth:`load`.
+    Registered through the ``register_backends`` hook (:mod:`phi_backends.hookspecs`).
+    """
+
+    name: str
+    formats: tuple[str, ...]  # the names of the model formats it reads
+    install_hint: str  # how to install what it needs, said when it cannot run
+    model_formats: tuple[ModelFormat, ...]  # formats it introduces, beyond phi_backends.formats.KNOWN_FORMATS
+
+    def availability(self) -> Availability:
+        """Can this backend run here? Imports the engine (may take a moment)."""
+        ...
+
+    def validate_options(self, options: Mapping[str, Any]) -> None:
+        """Raise :class:`~phi_backends.errors.OptionError` for an unknown option or a bad value.
+
+        Called before a model is resolved (and perhaps downloaded), so an option that cannot
+        work fails at once; and for each key of a config file's table, to name the key.
+        """
+        ...
+
+    def assess_model(self, model: ModelQuery, platform: Platform) -> Verdict | None:
+        """How well can this backend run ``model`` on ``platform``? None: no opinion (``fallback``).
+
+        Asked only where ``model`` comes in a format it reads and its ``availability()`` is ok.
+        It rates how well its engine fits ``platform``, taking its engine build's features from
+        ``platform.features(self.name)`` where given (a simulated machine) and from the
+        installed engine otherwise. It knows nothing of the other backends: the core ranks the
+        answers (docs/choice.md). Must be fast and must not load a model; an exception, or an
+        answer for another backend, is reported as a broken plugin, not raised.
+        """
+        ...
+
+    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Engine:
+        """Load ``source`` with engine-specific ``options``; raise :mod:`phi_backends.errors`."""
+        ...

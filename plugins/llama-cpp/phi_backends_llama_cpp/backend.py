@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
-from phi_backends import Availability, ModelSource
+from phi_backends import Availability, Engine, ModelFormat, ModelQuery, ModelSource, Platform, Verdict
 from phi_backends.errors import BackendUnavailableError
 
+from .assess import assess
 from .options import EngineOptions
 
 INSTALL_HINT = "pip install 'phi-backends[llama-cpp]' (build llama-cpp-python with CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" on CPUs where the native build crashes)"
@@ -19,6 +20,7 @@ class LlamaCppBackend:
     name: str = "llama-cpp"
     formats: tuple[str, ...] = ("gguf",)
     install_hint: str = INSTALL_HINT
+    model_formats: tuple[ModelFormat, ...] = ()  # it reads a format phi_backends.formats declares
 
     @cached_property
     def _availability(self) -> Availability:
@@ -41,7 +43,11 @@ class LlamaCppBackend:
         """Unknown or bad options fail before the model is resolved or downloaded."""
         EngineOptions.parse(options, gpu="gpu" in self.availability().devices)
 
-    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Any:
+    def assess_model(self, model: ModelQuery, platform: Platform) -> Verdict | None:
+        """How well this engine runs ``model`` on ``platform`` (rules in assess.py, docs/choice.md)."""
+        return assess(model, platform)
+
+    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Engine:
         available = self.availability()
         if not available.ok:
             raise BackendUnavailableError(f"backend 'llama-cpp' cannot run here: {available.reason}")

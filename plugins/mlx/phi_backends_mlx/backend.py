@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
-from phi_backends import Availability, ModelSource
+from phi_backends import Availability, Engine, ModelFormat, ModelQuery, ModelSource, Platform, Verdict
 from phi_backends.errors import BackendUnavailableError
 from phi_backends.formats.hf_tokenizer import read_hf_tokenizer
 
+from .assess import assess
 from .devices import INSTALL_HINT, probe
 from .model_folder import check_custom_code, read_model_folder
 from .options import EngineOptions
@@ -19,6 +20,7 @@ class MlxBackend:
     name: str = "mlx"
     formats: tuple[str, ...] = ("mlx",)
     install_hint: str = INSTALL_HINT
+    model_formats: tuple[ModelFormat, ...] = ()  # it reads a format phi_backends.formats declares
 
     @cached_property
     def _availability(self) -> Availability:
@@ -31,7 +33,11 @@ class MlxBackend:
         """Unknown or bad options (a device this machine lacks) fail before the model is downloaded."""
         EngineOptions.parse(options, devices=self.availability().devices)
 
-    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Any:
+    def assess_model(self, model: ModelQuery, platform: Platform) -> Verdict | None:
+        """How well this engine runs ``model`` on ``platform`` (rules in assess.py, docs/choice.md)."""
+        return assess(model, platform)
+
+    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Engine:
         available = self.availability()
         if not available.ok:
             raise BackendUnavailableError(f"backend 'mlx' cannot run here: {available.reason}")

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
-from phi_backends import Availability, ModelSource
+from phi_backends import Availability, Engine, ModelFormat, ModelQuery, ModelSource, Platform, Verdict
 from phi_backends.errors import BackendUnavailableError
 
+from .assess import assess
 from .options import EngineOptions
 from .providers import SUPPORTED_VERSION, Installation, check_usable, probe_installation
 
@@ -23,6 +24,7 @@ class OnnxBackend:
     name: str = "onnx"
     formats: tuple[str, ...] = ("onnx",)
     install_hint: str = INSTALL_HINT
+    model_formats: tuple[ModelFormat, ...] = ()  # it reads a format phi_backends.formats declares
 
     @cached_property
     def _probe(self) -> tuple[Availability, Installation | None]:
@@ -54,7 +56,11 @@ class OnnxBackend:
         if parsed.provider is not None:
             check_usable(parsed.provider, self._installation())
 
-    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Any:
+    def assess_model(self, model: ModelQuery, platform: Platform) -> Verdict | None:
+        """How well this engine runs ``model`` on ``platform`` (rules in assess.py, docs/choice.md)."""
+        return assess(model, platform)
+
+    def load(self, source: ModelSource, options: Mapping[str, Any]) -> Engine:
         parsed = EngineOptions.parse(options)  # option errors first: they need no engine
         installation = self._installation()
         from .engine import OnnxEngine
