@@ -68,9 +68,7 @@ def load(
     cfg.check_options(chosen)  # a bad option in a config file is reported with its file and key
     # The choice's options (what its verdict assumes) < the config's for this backend < the caller's.
     options = {**picked.options, **cfg.options(chosen.name), **options}
-    validate = getattr(chosen, "validate_options", None)  # optional: see Backend's docstring
-    if callable(validate):
-        validate(options)  # an option that cannot work fails before anything is downloaded
+    chosen.validate_options(options)  # an option that cannot work fails before anything is downloaded
     if isinstance(template, str) and template == AUTO:
         template = cfg.template
     source = models.resolve(name, formats=chosen.formats, provider=options.get("provider"), progress=progress)

@@ -189,6 +189,7 @@ class ModelFormat:
     key: str  # what makes a path one, said when a path is none: "ending in .gguf"
     detect: Callable[[Path], bool] = field(compare=False, repr=False)  # is this existing path one? cheap, no engine
     priority: int = 0  # when several formats claim one path, the highest wins (a more specific key file)
+    locate: Callable[[Path], Path] | None = field(default=None, compare=False, repr=False)  # the path to load
     hub_suffix: str | None = None  # ".gguf": a hub id ``owner/repo/NAME.gguf`` names one file in this format
     reader: str | None = None  # the backend this project publishes for it, named when none installed reads it
 

@@ -164,9 +164,9 @@ class Config:
     def check_options(self, backend: Backend) -> None:
         """Validate the config's options for ``backend`` with its ``validate_options``, naming
         the file and key of a bad one (or the table, for options that exclude each other)."""
-        validate = getattr(backend, "validate_options", None)
+        validate = backend.validate_options
         settings = self.table(backend.name)
-        if not callable(validate) or not settings:
+        if not settings:
             return
         for setting in settings:
             try:

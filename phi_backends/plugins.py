@@ -1,4 +1,10 @@
-"""The plugin manager: finds backend plugins through the ``phi_backends`` entry-point group.
+"""The plugin manager, and the one table the core keeps of what plugins registered.
+
+Plugins arrive through the ``phi_backends`` entry-point group and register :class:`Backend`
+objects (:mod:`phi_backends.hookspecs`). Everything the core knows of a backend comes from that
+object: its formats, how it rates a model, how it checks its options. :func:`registry` is the
+table built from them (which plugin registered which backend), :func:`model_formats` the formats
+they read. Nothing here names a backend or a format.
 
 Set ``PHI_BACKENDS_BLOCK_PLUGINS`` to a comma-separated list of entry-point names (for example
 ``llama-cpp``) to keep those plugins from loading.
@@ -10,28 +16,60 @@ import difflib
 import importlib.metadata
 import os
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 import pluggy
 
 from . import hookspecs
-from .backend import Backend
+from .backend import Backend, ModelFormat
 from .errors import BackendUnavailableError, PhiBackendsError, UnknownBackendError
 
-__all__ = ["BLOCK_ENV", "ENTRY_POINT_GROUP", "KNOWN_BACKENDS", "backends", "get_backend", "plugin_manager"]
+__all__ = [
+    "BLOCK_ENV",
+    "ENTRY_POINT_GROUP",
+    "KNOWN_BACKENDS",
+    "Registered",
+    "backends",
+    "get_backend",
+    "model_formats",
+    "plugin_manager",
+    "registry",
+]
 
 ENTRY_POINT_GROUP = "phi_backends"
 BLOCK_ENV = "PHI_BACKENDS_BLOCK_PLUGINS"
 
-#: Backends this project publishes, with the pip extra that installs each.
-KNOWN_BACKENDS: dict[str, str] = {
-    "llama-cpp": "phi-backends[llama-cpp]",
-    "mlx": "phi-backends[mlx]",
-    "onnx": "phi-backends[onnx]",
-}
+DISTRIBUTION = "phi-backends"
+
+
+def _published() -> dict[str, str]:
+    """Backends this project publishes, each with the pip extra that installs it, in the order
+    ties in fit go to them: the extras of this package's own metadata (pyproject.toml), so a
+    backend published later is named by its extra, with no edit here."""
+    try:
+        extras = importlib.metadata.metadata(DISTRIBUTION).get_all("Provides-Extra") or []
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        extras = []
+    return {name: f"{DISTRIBUTION}[{name}]" for name in extras}
+
+
+#: Backends this project publishes, with the pip extra that installs each (said when one is missing).
+KNOWN_BACKENDS: dict[str, str] = _published()
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One row of the table: a backend and the plugin (entry-point name) that registered it."""
+
+    backend: Backend
+    plugin_name: str
+
 
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
-_backends: dict[str, Backend] | None = None
+_registry: dict[str, Registered] | None = None
 #: Plugins that are installed but failed to load, with the reason (shown by `phi-backends backends`).
 broken: dict[str, str] = {}
 
@@ -70,20 +108,71 @@ def plugin_manager() -> pluggy.PluginManager:
         return _manager
 
 
-def backends() -> dict[str, Backend]:
-    """Every registered backend by name (no engine is imported)."""
-    global _backends
-    if _backends is None:
-        found: dict[str, Backend] = {}
+def registry() -> Mapping[str, Registered]:
+    """Every registered backend by name, with its plugin (no engine is imported).
 
-        def register(backend: Backend) -> None:
+    Each plugin's ``register_backends`` is called on its own, so that the table knows which
+    plugin registered which backend, and one plugin that raises is reported, not fatal.
+    """
+    global _registry
+    with _lock:
+        if _registry is not None:
+            return _registry
+    pm = plugin_manager()
+    found: dict[str, Registered] = {}
+    for impl in pm.hook.register_backends.get_hookimpls():
+        plugin = impl.plugin_name
+
+        def register(backend: Backend, plugin: str = plugin) -> None:
             if backend.name in found:
                 raise PhiBackendsError(f"two plugins register a backend named {backend.name!r}; uninstall one")
-            found[backend.name] = backend
+            missing = _missing_members(backend)
+            if missing:
+                raise _Incomplete(
+                    f"its backend {backend.name!r} lacks {', '.join(missing)} (see docs/plugins.md); update the plugin"
+                )
+            found[backend.name] = Registered(backend, plugin)
 
-        plugin_manager().hook.register_backends(register=register)
-        _backends = dict(sorted(found.items()))
-    return _backends
+        try:
+            impl.function(*({"register": register}[name] for name in impl.argnames))
+        except PhiBackendsError:
+            raise
+        except _Incomplete as exc:
+            broken[plugin] = str(exc)
+        except Exception as exc:  # a plugin bug: report it, keep the other backends
+            broken[plugin] = f"register_backends failed: {type(exc).__name__}: {exc}"
+    with _lock:
+        _registry = dict(sorted(found.items()))
+        return _registry
+
+
+class _Incomplete(Exception):
+    """A registered object that is not a whole :class:`Backend`."""
+
+
+def _missing_members(backend: object) -> list[str]:
+    """The :class:`Backend` members ``backend`` lacks (a plugin written for an older protocol)."""
+    wanted = [name for name in Backend.__annotations__] + [
+        name for name, value in vars(Backend).items() if callable(value) and not name.startswith("_")
+    ]
+    return [name for name in dict.fromkeys(wanted) if not hasattr(backend, name)]
+
+
+def backends() -> dict[str, Backend]:
+    """Every registered backend by name (no engine is imported)."""
+    return {name: row.backend for name, row in registry().items()}
+
+
+def model_formats() -> Mapping[str, ModelFormat]:
+    """Every model format the core can recognise: those :mod:`phi_backends.formats` declares,
+    then those registered backends introduce (a name already taken keeps its first meaning)."""
+    from .formats.known import KNOWN_FORMATS  # the kit imports backend.py, which is light
+
+    table = {fmt.name: fmt for fmt in KNOWN_FORMATS}
+    for row in registry().values():
+        for fmt in row.backend.model_formats:
+            table.setdefault(fmt.name, fmt)
+    return MappingProxyType(table)
 
 
 def get_backend(name: str) -> Backend:
@@ -112,8 +201,8 @@ def get_backend(name: str) -> Backend:
 
 def reset() -> None:
     """Forget loaded plugins (tests that change the environment call this)."""
-    global _manager, _backends
+    global _manager, _registry
     with _lock:
         _manager = None
-        _backends = None
+        _registry = None
         broken.clear()

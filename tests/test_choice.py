@@ -33,42 +33,54 @@ Rule = Callable[[ModelQuery, Platform], "Verdict | None"]
 
 
 class FakeBackend:
-    def __init__(self, name: str, formats: tuple[str, ...], available: Availability) -> None:
+    """A whole Backend that never loads; its verdicts come from ``rule`` (None: no opinion)."""
+
+    model_formats = ()
+
+    def __init__(self, name: str, formats: tuple[str, ...], available: Availability, rule: Rule | None = None) -> None:
         self.name = name
         self.formats = formats
         self.install_hint = f"pip install {name}"
         self.available = available
+        self.rule = rule
+        self.asked: list[tuple[ModelQuery, Platform]] = []
 
     def availability(self) -> Availability:
         return self.available
+
+    def validate_options(self, options: Mapping[str, Any]) -> None:
+        pass
+
+    def assess_model(self, model: ModelQuery, platform: Platform) -> Verdict | None:
+        self.asked.append((model, platform))
+        return None if self.rule is None else self.rule(model, platform)
 
     def load(self, source: Any, options: Mapping[str, Any]) -> Any:
         raise AssertionError("the choice never loads a model")
 
 
 class SilentPlugin:
-    """A plugin that registers a backend and does not implement ``assess_model``."""
+    """A plugin whose backend has no opinion (``assess_model`` returns None)."""
 
-    def __init__(self, name: str, formats: tuple[str, ...], *, ok: bool = True, reason: str = "") -> None:
-        self.backend = FakeBackend(name, formats, Availability(ok, reason or f"{name} is fine", ("cpu",)))
+    def __init__(
+        self, name: str, formats: tuple[str, ...], *, ok: bool = True, reason: str = "", rule: Rule | None = None
+    ) -> None:
+        self.backend = FakeBackend(name, formats, Availability(ok, reason or f"{name} is fine", ("cpu",)), rule)
 
     @hookimpl
     def register_backends(self, register: Callable[[Any], None]) -> None:
         register(self.backend)
 
+    @property
+    def asked(self) -> list[tuple[ModelQuery, Platform]]:
+        return self.backend.asked
+
 
 class RatingPlugin(SilentPlugin):
-    """A plugin whose ``assess_model`` applies ``rule`` and records what it was asked."""
+    """A plugin whose backend's ``assess_model`` applies ``rule`` and records what it was asked."""
 
     def __init__(self, name: str, formats: tuple[str, ...], rule: Rule, *, ok: bool = True, reason: str = "") -> None:
-        super().__init__(name, formats, ok=ok, reason=reason)
-        self.rule = rule
-        self.asked: list[tuple[ModelQuery, Platform]] = []
-
-    @hookimpl
-    def assess_model(self, model: ModelQuery, platform: Platform) -> Verdict | None:
-        self.asked.append((model, platform))
-        return self.rule(model, platform)
+        super().__init__(name, formats, ok=ok, reason=reason, rule=rule)
 
 
 def fixed(name: str, fit: Fit, reason: str = "", **options: Any) -> Rule:
@@ -426,12 +438,20 @@ def test_explain_defaults_to_the_default_model_and_serializes(install: Callable[
 PLUGIN = """
 from phi_backends import Availability, Fit, Verdict, hookimpl
 
+def rate(model, platform):
+    return None
+
 class Backend:
     name = "{name}"
     formats = {formats!r}
     install_hint = "pip install {name}"
+    model_formats = ()
     def availability(self):
         return Availability(True, "ready", ("cpu",))
+    def validate_options(self, options):
+        pass
+    def assess_model(self, model, platform):
+        return rate(model, platform)
     def load(self, source, options):
         raise SystemExit("never loaded")
 
@@ -440,8 +460,7 @@ def register_backends(register):
     register(Backend())
 """
 RATES = """
-@hookimpl
-def assess_model(model, platform):
+def rate(model, platform):
     if not model.offers(Backend.formats):
         return None
     return Verdict("{name}", Fit.BEST if platform.cuda else Fit.GOOD, "cuda" if platform.cuda else "cpu")

@@ -19,8 +19,13 @@ class DemoBackend:
     name = "demo"
     formats = ("gguf",)
     install_hint = "pip install demo"
+    model_formats = ()
     def availability(self):
         return Availability(False, "demo needs a coffee machine")
+    def validate_options(self, options):
+        pass
+    def assess_model(self, model, platform):
+        return None
     def load(self, source, options):
         raise AssertionError("never loaded")
 

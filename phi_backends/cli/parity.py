@@ -170,9 +170,9 @@ def _parse_models(items: list[str]) -> dict[str, str]:
             continue
         fmt = models.detect_format(Path(value))
         if fmt is not None and fmt not in reads:
-            readable = " or ".join(models.FORMAT_NAMES.get(f, f) for f in reads)
+            readable = " or ".join(models.describe_format(f) for f in reads)
             raise UsageError(
-                f"--model {backend}={model}: {model} is {models.FORMAT_NAMES[fmt]}, but the {backend} backend reads "
+                f"--model {backend}={model}: {model} is {models.describe_format(fmt)}, but the {backend} backend reads "
                 f"{readable}; give each backend the model in its own format"
             )
     return wanted

@@ -6,11 +6,11 @@
 """
 
 from .resolve import (
-    FORMAT_NAMES,
     catalogue,
     classify,
     config_entries,
     config_path,
+    describe_format,
     detect_format,
     find_entry,
     offline_hint,
@@ -19,11 +19,11 @@ from .resolve import (
 )
 
 __all__ = [
-    "FORMAT_NAMES",
     "catalogue",
     "classify",
     "config_entries",
     "config_path",
+    "describe_format",
     "detect_format",
     "find_entry",
     "offline_hint",

@@ -25,15 +25,22 @@ from pathlib import Path
 from typing import Any
 
 from .. import config_files
-from ..backend import ModelSource
+from ..backend import ModelFormat, ModelSource
 from ..config_files import ConfigFile
 from ..errors import ConfigError, ModelFormatError, ModelNotFoundError, UnknownModelError, UsageError
 from . import hub
 from .catalogue import BUILTIN_CATALOGUE, OFFLINE_MODEL, Artifact, CatalogueEntry
 
-__all__ = ["catalogue", "classify", "config_path", "detect_format", "find_entry", "package_file", "resolve"]
-
-FORMAT_NAMES = {"gguf": "a GGUF file", "onnx": "an ONNX Runtime GenAI folder", "mlx": "an MLX/safetensors folder"}
+__all__ = [
+    "catalogue",
+    "classify",
+    "config_path",
+    "describe_format",
+    "detect_format",
+    "find_entry",
+    "package_file",
+    "resolve",
+]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/.+)?$")
 
 
@@ -60,22 +67,27 @@ def find_entry(name: str) -> CatalogueEntry | None:
 
 
 def detect_format(path: Path) -> str | None:
-    """``gguf``, ``onnx``, ``mlx`` or None, from the file's magic or the folder's contents."""
-    if path.is_file():
-        try:
-            with path.open("rb") as f:
-                magic = f.read(4)
-        except OSError:  # unreadable: a .gguf is still meant as one, and its reader says why it fails
-            return "gguf" if path.suffix.lower() == ".gguf" else None
-        return "gguf" if magic == b"GGUF" or path.suffix.lower() == ".gguf" else None
-    if path.is_dir():
-        if (path / "genai_config.json").is_file():
-            return "onnx"
-        if (path / "config.json").is_file():
-            return "mlx"
-        if len(ggufs := sorted(path.glob("*.gguf"))) == 1:
-            return detect_format(ggufs[0])
-    return None
+    """The name of the format an existing path holds a model in, or None: asks every format the
+    registered backends read (:func:`phi_backends.plugins.model_formats`); the most specific wins."""
+    from .. import plugins  # plugins register formats; nothing here names one
+
+    claims = [fmt for fmt in plugins.model_formats().values() if _claims(fmt, path)]
+    return max(claims, key=lambda fmt: fmt.priority).name if claims else None
+
+
+def describe_format(name: str) -> str:
+    """``"a GGUF file"`` for ``"gguf"``: how messages name one model in that format."""
+    from .. import plugins
+
+    fmt = plugins.model_formats().get(name)
+    return fmt.description if fmt else f"a {name} model"
+
+
+def _claims(fmt: ModelFormat, path: Path) -> bool:
+    try:
+        return fmt.detect(path)
+    except OSError:  # unreadable: not this format, as far as can be told
+        return False
 
 
 def classify(model: str) -> tuple[str, Any]:
@@ -137,21 +149,24 @@ def _looks_like_path(model: str) -> bool:
 
 
 def _local(path: Path, formats: Sequence[str]) -> ModelSource:
+    from .. import plugins
+
     fmt = detect_format(path)
     if fmt is None:
         what = "folder" if path.is_dir() else "file"
         raise ModelFormatError(
             f"{path} is not a model {what} phi-backends can read; expected "
-            + " or ".join(FORMAT_NAMES[f] for f in formats if f in FORMAT_NAMES)
+            + " or ".join(describe_format(f) for f in formats)
         )
     if fmt not in formats:
         raise UsageError(
-            f"{path} is {FORMAT_NAMES[fmt]}, which this backend does not read (it reads "
-            + ", ".join(FORMAT_NAMES.get(f, f) for f in formats)
+            f"{path} is {describe_format(fmt)}, which this backend does not read (it reads "
+            + ", ".join(describe_format(f) for f in formats)
             + "); choose a backend for that format or leave the backend unset"
         )
-    if path.is_dir() and fmt == "gguf":
-        path = next(iter(sorted(path.glob("*.gguf"))))
+    locate = plugins.model_formats()[fmt].locate
+    if locate is not None:
+        path = locate(path)
     return ModelSource(path=path.resolve(), format=fmt, name=path.name)
 
 
@@ -234,21 +249,30 @@ def config_entries(file: ConfigFile) -> dict[str, CatalogueEntry]:
     return {name: _user_entry(file, name, table) for name, table in models.items()}
 
 
-_ENTRY_KEYS = ("gguf", "onnx", "mlx", "template", "context_length", "aliases", "description")
+_ENTRY_FIELDS = ("template", "context_length", "aliases", "description")
+
+
+def _entry_keys() -> tuple[str, ...]:
+    """What a ``[models.NAME]`` table may hold: one key per format a backend reads, then the fields."""
+    from .. import plugins
+
+    return (*plugins.model_formats(), *_ENTRY_FIELDS)
 
 
 def _user_entry(file: ConfigFile, name: str, table: Any) -> CatalogueEntry:
     where = file.where("models", name)
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table; write [{file.key('models', name)}] with a gguf, onnx or mlx key")
+    keys = _entry_keys()
+    formats = keys[: -len(_ENTRY_FIELDS)]
     for key in table:
-        if key not in _ENTRY_KEYS:
-            close = difflib.get_close_matches(key, _ENTRY_KEYS, n=1)
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"{where}: unknown key {key!r}; {hint}known keys: {', '.join(_ENTRY_KEYS)}")
-    artifacts = {fmt: _user_artifact(file, name, fmt, table[fmt]) for fmt in ("gguf", "onnx", "mlx") if fmt in table}
+            raise ConfigError(f"{where}: unknown key {key!r}; {hint}known keys: {', '.join(keys)}")
+    artifacts = {fmt: _user_artifact(file, name, fmt, table[fmt]) for fmt in formats if fmt in table}
     if not artifacts:
-        raise ConfigError(f"{where}: needs at least one of gguf, onnx, mlx (where the model is in that format)")
+        raise ConfigError(f"{where}: needs at least one of {', '.join(formats)} (where the model is in that format)")
     base = BUILTIN_CATALOGUE.get(name)
     template = _entry_value(file, name, table, "template", str, base.template if base else None)
     if template is not None:

@@ -4,33 +4,32 @@ For a model and a platform, every installed backend gets one :class:`Assessment`
 where the model does not come in a format it reads or its ``availability()`` is not ok (the
 core decides that), else its plugin's verdict from the ``assess_model`` hook, else the core's
 default (``fallback``). Usable backends are ranked by fit, then by the caller's preference
-order, then by :data:`BUILTIN_ORDER`; the first is chosen. docs/choice.md has the scoring.
+order, then by :func:`builtin_order`; the first is chosen. docs/choice.md has the scoring.
+Everything this module knows of a backend or a format comes from the registered objects
+(:func:`phi_backends.plugins.registry`, :func:`phi_backends.plugins.model_formats`).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.metadata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from .. import models, plugins
-from ..backend import Backend, Fit, ModelQuery, Verdict
+from ..backend import Backend, Fit, ModelFormat, ModelQuery, Verdict
 from ..errors import BackendUnavailableError, ModelFormatError, UnknownBackendError, UsageError
 from . import platform as platforms
 from .platform import Platform
 
 __all__ = ["BUILTIN_ORDER", "Assessment", "Choice", "Explanation", "choose", "explain", "model_query"]
 
-#: Ties in fit that no preference breaks go to the first of these.
-BUILTIN_ORDER = ("llama-cpp", "onnx", "mlx")
-#: What each backend this project publishes reads, to say which one to install for a format.
-KNOWN_FORMATS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"llama-cpp": ("gguf",), "onnx": ("onnx",), "mlx": ("mlx",)}
-)
+#: Ties in fit that no preference breaks go to the first of these: the backends this project
+#: publishes, in the order of its extras (pyproject.toml); any other backend comes after them.
+BUILTIN_ORDER: tuple[str, ...] = tuple(plugins.KNOWN_BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,7 @@ def model_query(model: str) -> ModelQuery:
     if len(owner_repo_file) == 3:
         fmt = "gguf" if owner_repo_file[2].lower().endswith(".gguf") else None
         return ModelQuery(model, "hub", frozenset({fmt} if fmt else ()))
-    every = set(models.FORMAT_NAMES).union(*(b.formats for b in plugins.backends().values()))
+    every = set(plugins.model_formats()).union(*(b.formats for b in plugins.backends().values()))
     return ModelQuery(model, "hub", frozenset(every))
 
 
@@ -252,9 +251,8 @@ def _assess(
             continue
         if not available.ok:
             settled[name] = Assessment(name, Fit.UNUSABLE, available.reason, formats=formats, judged_by="core")
-    owners = _owners()
-    asked = {owners[n] for n in names if n not in settled and n in owners}
-    verdicts, broken = _ask_plugins(query, where, asked, owners)
+    asked = [name for name in names if name not in settled]
+    verdicts, broken = _ask_backends(query, where, asked)
     rows = []
     for name in names:
         formats = tuple(installed[name].formats)
@@ -269,41 +267,21 @@ def _assess(
     return rows, broken
 
 
-def _owners() -> dict[str, str]:
-    """Which plugin registers each backend (each plugin's register hook, called on its own)."""
-    owners: dict[str, str] = {}
-    for impl in plugins.plugin_manager().hook.register_backends.get_hookimpls():
-        names: list[str] = []
-        try:
-            impl.function(*({"register": _collector(names)}[a] for a in impl.argnames))
-        except Exception:  # plugins.backends() has reported it already
-            continue
-        for name in names:
-            owners.setdefault(name, impl.plugin_name)
-    return owners
-
-
-def _collector(names: list[str]) -> Callable[[Backend], None]:
-    return lambda backend: names.append(backend.name)
-
-
-def _ask_plugins(
-    query: ModelQuery, where: Platform, asked: set[str], owners: Mapping[str, str]
+def _ask_backends(
+    query: ModelQuery, where: Platform, asked: Sequence[str]
 ) -> tuple[dict[str, Verdict], dict[str, str]]:
-    """The verdicts of the ``asked`` plugins by backend, and the plugins whose answer was unusable.
+    """The verdicts of the ``asked`` backends, and the plugins whose answer was unusable.
 
-    Each plugin is called on its own (not through pluggy's all-in-one call) so that one that
-    raises or answers nonsense is reported, not fatal to the choice.
+    Each backend is asked on its own, so that one that raises or answers nonsense is reported
+    (under the plugin that registered it), not fatal to the choice.
     """
     verdicts: dict[str, Verdict] = {}
     broken: dict[str, str] = {}
-    arguments = {"model": query, "platform": where}
-    for impl in plugins.plugin_manager().hook.assess_model.get_hookimpls():
-        plugin = impl.plugin_name
-        if plugin not in asked:
-            continue
+    table = plugins.registry()
+    for name in asked:
+        backend, plugin = table[name].backend, table[name].plugin_name
         try:
-            answer = impl.function(*(arguments[name] for name in impl.argnames))
+            answer = backend.assess_model(query, where)
         except Exception as exc:
             broken[plugin] = f"assess_model failed: {type(exc).__name__}: {exc}"
             continue
@@ -311,12 +289,12 @@ def _ask_plugins(
             continue
         if not isinstance(answer, Verdict):
             broken[plugin] = f"assess_model returned {type(answer).__name__}, not a Verdict or None"
-        elif owners.get(answer.backend) != plugin:
+        elif answer.backend != name:
             broken[plugin] = (
                 f"assess_model answered for backend {answer.backend!r}, which this plugin does not register"
             )
         else:
-            verdicts[answer.backend] = answer
+            verdicts[name] = answer
     return verdicts, broken
 
 
@@ -359,15 +337,11 @@ def _why(ranked: list[Assessment], prefer: tuple[str, ...]) -> str:
     return f"{tied} the built-in order ({', '.join(BUILTIN_ORDER)})"
 
 
-#: What makes a path a model of each format (said when a path is none of them).
-KEY_FILES = {"gguf": "ending in .gguf", "onnx": "with genai_config.json", "mlx": "with config.json"}
-
-
 def _why_none(query: ModelQuery, rows: list[Assessment], installed: Mapping[str, Backend]) -> str:
     if query.kind == "path" and not query.formats:
         assert query.path is not None
         what = "folder" if query.path.is_dir() else "file"
-        names = [f"{name} ({KEY_FILES[fmt]})" for fmt, name in models.FORMAT_NAMES.items()]
+        names = [f"{fmt.description} ({fmt.key})" for fmt in plugins.model_formats().values()]
         expected = ", ".join(names[:-1]) + " or " + names[-1]
         return f"{query.path} is not a model {what} phi-backends can read; expected {expected}; point at one of those"
     if not installed:
@@ -382,8 +356,9 @@ def _why_none(query: ModelQuery, rows: list[Assessment], installed: Mapping[str,
         return f"no backend is installed; install one: {hints}"
     readers = [a for a in rows if a.installed and query.offers(a.formats)]
     if not readers:
-        missing = [n for n, f in KNOWN_FORMATS.items() if n not in installed and query.offers(f)]
-        hint = " or ".join(f"pip install '{plugins.KNOWN_BACKENDS[n]}'" for n in missing)
+        hint = " or ".join(
+            f"pip install '{plugins.KNOWN_BACKENDS[n]}'" for n in _publishers(query, installed, blocked_too=True)
+        )
         return (
             f"no installed backend reads {query.name} ({_format_words(tuple(sorted(query.formats)))}); "
             f"installed: {', '.join(installed)}" + (f"; install one that does: {hint}" if hint else "")
@@ -392,9 +367,31 @@ def _why_none(query: ModelQuery, rows: list[Assessment], installed: Mapping[str,
     return f"no installed backend can run {query.name} here ({reasons})"
 
 
+def _publishers(query: ModelQuery, installed: Mapping[str, Backend], *, blocked_too: bool = False) -> list[str]:
+    """Backends this project publishes that read a format the model comes in, and are not installed
+    (nor blocked, unless ``blocked_too``)."""
+    table = plugins.model_formats()
+    readers = [table[f].reader for f in sorted(query.formats) if f in table]
+    return [
+        name
+        for name in dict.fromkeys(r for r in readers if r)
+        if name in plugins.KNOWN_BACKENDS
+        and name not in installed
+        and (blocked_too or name not in plugins.blocked_plugins())
+    ]
+
+
+def _format(name: str) -> ModelFormat | None:
+    return plugins.model_formats().get(name)
+
+
 def _format_words(formats: Sequence[str]) -> str:
-    words = {"gguf": "GGUF files", "onnx": "ONNX Runtime GenAI folders", "mlx": "MLX/safetensors folders"}
-    return " and ".join(words.get(f, f"{f} models") for f in formats) or "no known format"
+    return " and ".join(fmt.plural if (fmt := _format(f)) else f"{f} models" for f in formats) or "no known format"
+
+
+def _description(name: str) -> str:
+    fmt = _format(name)
+    return fmt.description if fmt else name
 
 
 def _format_mismatch(query: ModelQuery, formats: tuple[str, ...]) -> str:
@@ -405,18 +402,14 @@ def _format_mismatch(query: ModelQuery, formats: tuple[str, ...]) -> str:
     if not query.formats:
         return f"{query.name} is not in a format phi-backends reads; {reads}"
     fmt = sorted(query.formats)[0]
-    return f"{query.name} is {models.FORMAT_NAMES.get(fmt, fmt)}; {reads}"
+    return f"{query.name} is {_description(fmt)}; {reads}"
 
 
 def _wrong_backend(query: ModelQuery, named: Backend) -> str:
     """A named backend that does not read the model's format: say which backend does."""
     installed = plugins.backends()
     readers = [n for n, b in installed.items() if query.offers(b.formats)]
-    missing = [
-        f"pip install '{plugins.KNOWN_BACKENDS[n]}'"
-        for n, f in KNOWN_FORMATS.items()
-        if n not in installed and n not in plugins.blocked_plugins() and query.offers(f)
-    ]
+    missing = [f"pip install '{plugins.KNOWN_BACKENDS[n]}'" for n in _publishers(query, installed)]
     if query.kind == "catalogue":
         assert query.entry is not None
         have = ", ".join(sorted(query.formats))
@@ -424,7 +417,7 @@ def _wrong_backend(query: ModelQuery, named: Backend) -> str:
     else:
         fmt = sorted(query.formats)[0]
         what = (
-            f"{query.name} is {models.FORMAT_NAMES.get(fmt, fmt)}, which the {named.name} backend does not read "
+            f"{query.name} is {_description(fmt)}, which the {named.name} backend does not read "
             f"(it reads {_format_words(named.formats)})"
         )
     if readers:

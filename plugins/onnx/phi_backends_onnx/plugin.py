@@ -1,20 +1,15 @@
-"""Entry point of the ``onnx`` plugin (group ``phi_backends``)."""
+"""Entry point of the ``onnx`` plugin (group ``phi_backends``): it registers the backend object,
+which carries everything the core asks of it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from phi_backends import Backend, ModelQuery, Platform, Verdict, hookimpl
+from phi_backends import Backend, hookimpl
 
-from .assess import assess
 from .backend import OnnxBackend
 
 
 @hookimpl
 def register_backends(register: Callable[[Backend], None]) -> None:
     register(OnnxBackend())
-
-
-@hookimpl
-def assess_model(model: ModelQuery, platform: Platform) -> Verdict | None:
-    return assess(model, platform)
