@@ -24,14 +24,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import config_files
-from ..backend import ModelSource
+from .. import config_files, plugins
+from ..backend import ModelQuery, ModelSource
 from ..config_files import ConfigFile
 from ..errors import ConfigError, ModelFormatError, ModelNotFoundError, UnknownModelError, UsageError
 from . import hub
 from .catalogue import BUILTIN_CATALOGUE, OFFLINE_MODEL, Artifact, CatalogueEntry
 
-__all__ = ["catalogue", "classify", "config_path", "detect_format", "find_entry", "package_file", "resolve"]
+__all__ = [
+    "catalogue",
+    "classify",
+    "config_path",
+    "detect_format",
+    "find_entry",
+    "package_file",
+    "query",
+    "resolve",
+]
 
 FORMAT_NAMES = {"gguf": "a GGUF file", "onnx": "an ONNX Runtime GenAI folder", "mlx": "an MLX/safetensors folder"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/.+)?$")
@@ -103,14 +112,36 @@ def classify(model: str) -> tuple[str, Any]:
     )
 
 
-def resolve(model: str, *, formats: Sequence[str], provider: str | None = None, progress: bool = True) -> ModelSource:
-    """Find (downloading if needed) ``model`` in one of ``formats``."""
+def query(model: str) -> ModelQuery:
+    """``model`` classified once, with the formats it comes in; raises for a missing path or an
+    unknown name. The backend choice and :func:`resolve` take this value, not the string again."""
     kind, value = classify(model)
     if kind == "path":
-        return _local(value, formats)
+        path = Path(value).resolve()
+        fmt = detect_format(path)
+        return ModelQuery(model, "path", frozenset({fmt} if fmt else ()), path=path)
     if kind == "catalogue":
-        return _from_catalogue(value, formats, provider, progress)
-    return _from_hub(value, formats, progress)
+        return ModelQuery(model, "catalogue", frozenset(value.artifacts), entry=value)
+    owner_repo_file = str(value).split("/", 2)
+    if len(owner_repo_file) == 3:
+        fmt = "gguf" if owner_repo_file[2].lower().endswith(".gguf") else None
+        return ModelQuery(model, "hub", frozenset({fmt} if fmt else ()))
+    every = set(FORMAT_NAMES).union(*(b.formats for b in plugins.backends().values()))
+    return ModelQuery(model, "hub", frozenset(every))
+
+
+def resolve(
+    model: ModelQuery | str, *, formats: Sequence[str], provider: str | None = None, progress: bool = True
+) -> ModelSource:
+    """Find (downloading if needed) ``model`` in one of ``formats``; a string is classified first."""
+    found = model if isinstance(model, ModelQuery) else query(model)
+    if found.kind == "path":
+        # As the user named it, not resolved: a link's own name is the model's name.
+        return _local(Path(found.name).expanduser(), formats)
+    if found.kind == "catalogue":
+        assert found.entry is not None
+        return _from_catalogue(found.entry, formats, provider, progress)
+    return _from_hub(found.name, formats, progress)
 
 
 def package_file(artifact: Artifact) -> Path | None:
