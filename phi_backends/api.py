@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import config, models
-from .backend import Backend, Engine, ModelSource
+from .backend import Backend, Engine, ModelQuery, ModelSource
 from .errors import BackendUnavailableError, PhiBackendsError
 from .generator import AUTO, Generator, TemplateArg
 from .selection import choice
-from .selection.choice import Explanation
+from .selection.choice import Choice, Explanation
 from .selection.platform import Platform
 from .templates import ChatTemplate, detect_template, get_template, jinja_template
 
@@ -39,46 +39,62 @@ def load(
     What is left out comes from the configuration (flags > environment > project file > user
     file > defaults; see docs/config.md): the model, the backend or the preference order of
     the automatic choice, the platform, the template, the backend's options (the call's win
-    key by key) and the sampling defaults (:attr:`Generator.sampling`).
+    key by key) and the sampling defaults (:attr:`Generator.sampling`). The arguments given
+    are the configuration's flag layer.
     """
-    cfg = config.current()
-    name = model or cfg.model
-    try:
-        models.classify(name)  # a missing path or an unknown name is reported before anything else
-    except PhiBackendsError as exc:
-        if model:
-            raise
-        raise cfg.blame("model", exc) from None
-    try:  # a backend that does not read the model's format fails here
-        picked = choice.choose(
-            name,
-            backend=backend or cfg.backend,
-            preference=cfg.backends,
-            platform=platform if platform is not None else cfg.platform_for_choice(),
-        )
-    except PhiBackendsError as exc:
-        if backend or cfg.backend is None:
-            raise
-        raise cfg.blame("backend", exc) from None
+    # None or a ChatTemplate is used as given; a name is a config value, and "auto" asks the config.
+    named = template if isinstance(template, str) and template != AUTO else None
+    given = {"model": model, "backend": backend, "platform": platform, "template": named}
+    flags = {key: (key, value) for key, value in given.items()}
+    arguments = {key: (key, value) for key, value in options.items()}
+    return load_with_flags(flags, arguments, template=template if named is None else AUTO, progress=progress)
+
+
+def load_with_flags(
+    flags: config.Flags, options: config.Flags, *, template: TemplateArg = AUTO, progress: bool = True
+) -> Generator:
+    """:func:`load` with its flag layer built: ``flags`` for the config's keys (``model``,
+    ``sampling.seed``, ...) and ``options`` for the chosen backend's table. ``template``: "auto"
+    for the config's, or a template (None: raw prompts) that overrides it.
+    ``phi-backends run`` loads through here, with the flags ``phi-backends config`` shows."""
+    cfg, query, picked = configure(flags, options)
     chosen = picked.backend
-    availability = chosen.availability()
-    if not availability.ok:
-        error = BackendUnavailableError(f"backend {chosen.name!r} cannot run here: {availability.reason}")
-        raise error if backend or cfg.backend is None else cfg.blame("backend", error)
-    cfg.check_options(chosen)  # a bad option in a config file is reported with its file and key
-    # The choice's options (what its verdict assumes) < the config's for this backend < the caller's.
-    options = {**picked.options, **cfg.options(chosen.name), **options}
-    chosen.validate_options(options)  # an option that cannot work fails before anything is downloaded
+    sampling = cfg.sampling()  # fields that exclude each other fail before anything is downloaded
+    # The choice's options (what its verdict assumes) < the config's, flags included, for this backend.
+    merged = {**picked.options, **cfg.options(chosen.name)}
+    chosen.validate_options(merged)  # an option that cannot work fails before anything is downloaded
     if isinstance(template, str) and template == AUTO:
         template = cfg.template
-    source = models.resolve(name, formats=chosen.formats, provider=options.get("provider"), progress=progress)
-    engine = chosen.load(source, options)
+    source = models.resolve(query, formats=chosen.formats, provider=merged.get("provider"), progress=progress)
+    engine = chosen.load(source, merged)
     try:
         chat_template = _choose_template(template, source, engine)
     except PhiBackendsError:
         engine.close()
         raise
-    return Generator(engine, backend=chosen.name, model=source.name, template=chat_template, sampling=cfg.sampling())
+    return Generator(engine, backend=chosen.name, model=source.name, template=chat_template, sampling=sampling)
+
+
+def configure(flags: config.Flags, options: config.Flags) -> tuple[config.Config, ModelQuery, Choice]:
+    """The configuration under ``flags``, its model classified once and its backend chosen, with
+    ``options`` as flags of that backend's table; a config value that fails names its file and key."""
+    cfg = config.resolve(flags)
+    try:  # a missing path or an unknown name is reported before anything else
+        query = models.query(cfg.model)
+    except PhiBackendsError as exc:
+        raise cfg.blame("model", exc) from None
+    try:  # a backend that does not read the model's format fails here
+        picked = choice.choose(query, backend=cfg.backend, preference=cfg.backends, platform=cfg.platform_for_choice())
+    except PhiBackendsError as exc:
+        raise cfg.blame("backend", exc) from None
+    chosen = picked.backend
+    availability = chosen.availability()
+    if not availability.ok:
+        error = BackendUnavailableError(f"backend {chosen.name!r} cannot run here: {availability.reason}")
+        raise cfg.blame("backend", error)
+    cfg = cfg.with_options(chosen.name, options)
+    cfg.check_options(chosen)  # a bad option in a config file is reported with its file and key
+    return cfg, query, picked
 
 
 def choose_backend(
@@ -107,12 +123,15 @@ def explain(
     go to the first in ``preference``, then to the built-in order. See docs/choice.md.
     What is left out comes from the configuration, as for :func:`load` (docs/config.md).
     """
-    cfg = config.current()
-    explanation = choice.explain(
-        model or cfg.model,
-        platform=platform if platform is not None else cfg.platform_for_choice(),
-        preference=cfg.backends if preference is None else preference,
-    )
+    given = {"model": model, "platform": platform, "backends": preference}
+    return explain_with_flags({key: (key, value) for key, value in given.items()})
+
+
+def explain_with_flags(flags: config.Flags) -> Explanation:
+    """:func:`explain` with its flag layer built (``model``, ``platform``, ``backends``), as
+    ``phi-backends backends --explain`` calls it."""
+    cfg = config.resolve(flags)
+    explanation = choice.explain(models.query(cfg.model), platform=cfg.platform_for_choice(), preference=cfg.backends)
     configured = cfg.backend
     if configured is None or configured == explanation.chosen:
         return explanation

@@ -1,7 +1,9 @@
 """The effective configuration, and where each value came from.
 
 One precedence, highest first: **CLI flags > environment variables > the project file > the
-user file > defaults** (explicit arguments to :func:`phi_backends.load` win over all of it).
+user file > defaults**. It is implemented here only: explicit arguments to
+:func:`phi_backends.load` are its flag layer, as ``phi-backends run``'s flags are (so
+``phi-backends config`` with run's flags shows the merge that run performs).
 Tables (``[sampling]``, one per backend's options, ``[models.NAME]``) merge key by key across
 layers; every other value is taken whole from the highest layer that sets it. See docs/config.md.
 
@@ -43,9 +45,12 @@ from .models.catalogue import DEFAULT_MODEL
 from .sampling import SamplingConfig
 from .selection.platform import Platform
 
-__all__ = ["ENV_VARS", "LAYERS", "TOP_KEYS", "Config", "Origin", "Setting", "current", "resolve"]
+__all__ = ["ENV_VARS", "LAYERS", "TOP_KEYS", "Config", "Flags", "Origin", "Setting", "current", "resolve"]
 
 Layer = Literal["flag", "env", "project", "user", "default"]
+#: The flag layer: a key (``model``, ``sampling.top_p``, ``llama-cpp.n_ctx``) to (the flag that set
+#: it, its value); a None value is a flag not given.
+Flags = Mapping[str, tuple[str, Any]]
 #: Highest first.
 LAYERS: tuple[Layer, ...] = ("flag", "env", "project", "user", "default")
 #: Keys that take one value (not a table).
@@ -85,8 +90,8 @@ class Origin:
     def __str__(self) -> str:
         if self.layer == "default":
             return "default"
-        if self.layer == "flag":
-            return f"flag {self.where}"
+        if self.layer == "flag":  # a command-line flag, or an argument of load() or explain()
+            return f"flag {self.where}" if self.where.startswith("-") else f"argument {self.where}"
         if self.layer == "env":
             return f"environment variable {self.where}"
         return f"{self.where}, key {self.key}"
@@ -131,8 +136,8 @@ class Config:
     @property
     def platform(self) -> str | None:
         """The platform spec string, or None for this machine as detected."""
-        value: str | None = self["platform"].value
-        return value
+        value: Platform | str | None = self["platform"].value
+        return value.spec if isinstance(value, Platform) else value
 
     @property
     def template(self) -> str:
@@ -140,9 +145,10 @@ class Config:
 
     def platform_for_choice(self) -> Platform | None:
         """The configured platform, saying where it came from; None: the one detected."""
-        spec = self.platform
-        if spec is None:
-            return None
+        value = self["platform"].value
+        if value is None or isinstance(value, Platform):  # a Platform is given only by load()'s caller
+            return value
+        spec = str(value)
         return Platform.from_spec(spec, origin=f"simulated: {spec}, from {self['platform'].origin}")
 
     def sampling(self) -> SamplingConfig:
@@ -161,11 +167,27 @@ class Config:
         """The backends this config has options for."""
         return sorted({k.split(".", 1)[0] for k in self.settings} - {"sampling", "models", *TOP_KEYS})
 
+    def with_flags(self, flags: Flags) -> Config:
+        """This configuration under ``flags``, the top layer. :func:`resolve` applies its flags
+        so; ``load()`` applies the backend options this way once it knows the backend."""
+        merged = dict(self.settings)
+        for key, (flag, value) in flags.items():
+            if value is None:
+                continue
+            origin = Origin("flag", flag)
+            merged[key] = Setting(key, _flag_value(key, value, origin), origin)
+        return Config(MappingProxyType(dict(sorted(merged.items(), key=lambda kv: _order(kv[0])))), self.files)
+
+    def with_options(self, backend: str, options: Flags) -> Config:
+        """``options`` (name to (flag, value)) as flags of ``backend``'s table."""
+        return self.with_flags({f"{backend}.{name}": given for name, given in options.items()})
+
     def check_options(self, backend: Backend) -> None:
         """Validate the config's options for ``backend`` with its ``validate_options``, naming
-        the file and key of a bad one (or the table, for options that exclude each other)."""
+        the file and key of a bad one (or the table, for options that exclude each other).
+        Flags are not checked here: their caller reports a bad one as its own mistake."""
         validate = backend.validate_options
-        settings = self.table(backend.name)
+        settings = [s for s in self.table(backend.name) if s.origin.layer != "flag"]
         if not settings:
             return
         for setting in settings:
@@ -174,7 +196,7 @@ class Config:
             except UsageError as exc:
                 raise ConfigError(f"{setting.origin}: {exc}; fix or remove it there") from None
         try:
-            validate(self.options(backend.name))
+            validate({s.key.split(".", 1)[1]: s.value for s in settings})
         except UsageError as exc:
             files = " and ".join(dict.fromkeys(s.origin.where for s in settings))
             raise ConfigError(f"{files}, table [{backend.name}]: {exc}; fix it there") from None
@@ -182,7 +204,7 @@ class Config:
     def blame(self, key: str, error: PhiBackendsError) -> PhiBackendsError:
         """``error`` saying which config value led to it (unchanged for a default)."""
         origin = self[key].origin
-        if origin.layer in ("default", "flag"):
+        if origin.layer in ("default", "flag") or self[key].value is None:  # None: "auto", nothing to blame
             return error
         return type(error)(f"{error} ({key} {self[key].value!r} is set by {origin}; change it there)")
 
@@ -193,7 +215,7 @@ def current() -> Config:
 
 
 def resolve(
-    flags: Mapping[str, tuple[str, Any]] | None = None,
+    flags: Flags | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
@@ -208,17 +230,7 @@ def resolve(
         if file.found:
             merged.update((s.key, s) for s in _file_settings(file))
     merged.update((s.key, s) for s in _env_settings(env))
-    for key, (flag, value) in (flags or {}).items():
-        if value is None:
-            continue
-        origin = Origin("flag", flag)
-        if key in TOP_KEYS:
-            value = _top_value(key, value, origin)
-        elif key.startswith("sampling."):  # a bad value is the flag's error, as `run` reports it
-            value = getattr(SamplingConfig(**{key.split(".", 1)[1]: value}), key.split(".", 1)[1])
-        merged[key] = Setting(key, value, origin)
-    ordered = dict(sorted(merged.items(), key=lambda kv: _order(kv[0])))
-    return Config(MappingProxyType(ordered), files=(*project, user))
+    return Config(MappingProxyType(merged), files=(*project, user)).with_flags(flags or {})
 
 
 # -- the layers -----------------------------------------------------------------------------------
@@ -261,6 +273,15 @@ def _env_settings(env: Mapping[str, str]) -> list[Setting]:
     return found
 
 
+def _flag_value(key: str, value: Any, origin: Origin) -> Any:
+    if key in TOP_KEYS:
+        return _top_value(key, value, origin)
+    if key.startswith("sampling."):  # a bad value is the flag's error, as `run` reports it
+        name = key.split(".", 1)[1]
+        return getattr(SamplingConfig(**{name: value}), name)
+    return value  # a backend option: the backend checks it when it runs
+
+
 def _sampling_settings(file: ConfigFile, table: Mapping[str, Any]) -> list[Setting]:
     found = []
     for name, value in table.items():
@@ -275,6 +296,10 @@ def _sampling_settings(file: ConfigFile, table: Mapping[str, Any]) -> list[Setti
 
 def _top_value(key: str, value: Any, origin: Origin) -> Any:
     """A top-level value checked and normalized; ConfigError naming ``origin`` when it is wrong."""
+    if key == "platform" and isinstance(value, Platform) and origin.layer == "flag":
+        return value  # load(platform=Platform(...)): used as given, with its own origin
+    if key == "backends" and origin.layer == "flag":
+        return tuple(value)  # explain(preference=...): the choice checks the names against those installed
     if key == "backends":
         if not isinstance(value, Sequence) or isinstance(value, str):
             raise ConfigError(f'{origin}: must be a list of backend names, e.g. ["onnx", "llama-cpp"]; got {value!r}')

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from phi_backends import plugins
 from phi_backends.config import resolve
 from phi_backends.models.catalogue import DEFAULT_MODEL
 from tests.bad_inputs import expect_cli_error
@@ -206,3 +207,13 @@ def test_run_platform_flag_is_checked(project: Path) -> None:
     expect_cli_error(
         result, 2, "unknown os 'beos'", "os is one of linux, darwin, windows", what="run --platform os=beos"
     )
+
+
+def test_config_with_options_finds_the_backend_as_run_does(project: Path) -> None:
+    """-O options belong to the backend that runs: config finds it by the same steps as run, so
+    with no backend installed both stop with the same line."""
+    hidden = plugins.KNOWN_BACKENDS
+    shown = run_cli("config", "-m", "smollm2", "-O", "n_ctx=1024", block_plugins=hidden, timeout=60)
+    ran = run_cli("run", "-m", "smollm2", "-O", "n_ctx=1024", block_plugins=hidden, timeout=60)
+    line = expect_cli_error(shown, 1, "pip install", what="config -O with no backend installed")
+    assert ran.returncode == 1 and ran.stderr.strip() == line

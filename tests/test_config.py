@@ -84,6 +84,22 @@ def test_flags_merge_per_sampling_field(project: Path) -> None:
     assert str(cfg["sampling.max_tokens"].origin) == "flag --max-tokens"
 
 
+def test_flags_are_the_top_layer_and_options_flags_of_one_backend(project: Path, user: Path) -> None:
+    """How load() and `run` apply their arguments: flags over every file, options key by key."""
+    write(user, 'model = "phi3"\n[llama-cpp]\nn_batch = 64\n')
+    write(project / "phi-backends.toml", "[llama-cpp]\nn_ctx = 256\nn_threads = 1\n")
+    cfg = resolve({"model": ("--model", "smollm2"), "template": ("--template", None)})
+    cfg = cfg.with_options("llama-cpp", {"n_ctx": ("-O n_ctx", 1024), "seed": ("-O seed", None)})
+    assert cfg.model == "smollm2" and str(cfg["model"].origin) == "flag --model"
+    assert cfg.options("llama-cpp") == {"n_batch": 64, "n_ctx": 1024, "n_threads": 1}
+    assert str(cfg["llama-cpp.n_ctx"].origin) == "flag -O n_ctx"
+    assert cfg["llama-cpp.n_threads"].origin.layer == "project" and cfg["llama-cpp.n_batch"].origin.layer == "user"
+    # load()'s own arguments are flags too, named as arguments in what the configuration says
+    assert str(resolve({"platform": ("platform", "linux-cuda")})["platform"].origin) == "argument platform"
+    given = resolve({"platform": ("platform", "linux-cuda")}).platform_for_choice()
+    assert given is not None and given.cuda
+
+
 def test_pyproject_table_is_the_project_config(project: Path) -> None:
     write(project / "pyproject.toml", '[project]\nname = "app"\n\n[tool.phi-backends]\nmodel = "smollm2"\n')
     cfg = resolve()

@@ -1,7 +1,7 @@
 """``phi-backends config``: the effective configuration and where each value came from.
 
-Also home of the flags that ``run`` and ``config`` share (the sampling flags), so that both
-read a flag the same way.
+Also home of the flags that ``run`` and ``config`` share, and of :func:`flags`, which turns them
+into the configuration's flag layer for both: ``config`` shows the merge that ``run`` performs.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..models.catalogue import CatalogueEntry
+from ..errors import UsageError
+from ..models.catalogue import DEFAULT_MODEL, OFFLINE_MODEL, CatalogueEntry
 from ..sampling import SamplingConfig
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..config import Config, Flags
     from ..config_files import ConfigFile
 
-__all__ = ["SAMPLING_FIELDS", "add_parser", "add_sampling_flags", "command", "config_flags", "sampling_flags"]
+__all__ = ["SAMPLING_FIELDS", "add_flags", "add_parser", "add_sampling_flags", "command", "flags"]
 
 SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingConfig))
 COMMENT_COLUMN = 40
@@ -40,11 +41,74 @@ def add_sampling_flags(group: argparse._ArgumentGroup) -> None:
             group.add_argument(flag, type=kind, default=None, dest=field.name, help=help_text)
 
 
-def sampling_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The sampling fields given as flags (checked: a bad value fails here, before any loading)."""
-    given = {name: getattr(args, name) for name in SAMPLING_FIELDS if getattr(args, name) is not None}
-    SamplingConfig(**given)
-    return given
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``run`` that set configuration values; ``config`` takes the same ones."""
+    parser.add_argument(
+        "-m",
+        "--model",
+        default=None,
+        help=f"catalogue name, local path or hub repo id (default: the config's, else {DEFAULT_MODEL}; offline: {OFFLINE_MODEL})",
+    )
+    parser.add_argument(
+        "-b",
+        "--backend",
+        default=None,
+        help="llama-cpp, onnx or mlx (default: the config's, else chosen for the model)",
+    )
+    parser.add_argument(
+        "--provider",
+        default=None,
+        help="ONNX Runtime GenAI execution provider: cpu, cuda, dml, ... (also picks a catalogue model's sub-folder)",
+    )
+    parser.add_argument(
+        "--template",
+        default=None,
+        help="chat template: phi3, phi3.5, phi4, phi4-mini, chatml, or auto for the model's own "
+        "(default: the config's, else the model's)",
+    )
+    parser.add_argument(
+        "-O",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="engine option of the backend that runs, e.g. n_ctx=8192 or n_gpu_layers=-1; repeatable "
+        "(over the config's table for that backend, key by key)",
+    )
+    parser.add_argument(
+        "--platform",
+        default=None,
+        metavar="SPEC",
+        help="the platform the automatic backend choice assumes, e.g. linux-cuda (default: detected; docs/choice.md)",
+    )
+    add_sampling_flags(parser.add_argument_group("sampling (see docs/sampling.md for the exact semantics)"))
+
+
+def flags(args: argparse.Namespace) -> tuple[Flags, Flags]:
+    """The flags of ``args`` as the configuration's flag layer: the config's keys (for
+    :func:`phi_backends.config.resolve`), and the engine options for the backend that runs."""
+    keys: dict[str, tuple[str, Any]] = {
+        key: (f"--{key}", getattr(args, key)) for key in ("model", "backend", "platform", "template")
+    }
+    for name in SAMPLING_FIELDS:
+        keys[f"sampling.{name}"] = ("--" + name.replace("_", "-"), getattr(args, name))
+    options = {key: (f"-O {key}", value) for key, value in map(_parse_option, args.option)}
+    if args.provider is not None:
+        given = options.setdefault("provider", ("--provider", args.provider))[1]
+        if given != args.provider:
+            raise UsageError(f"--provider {args.provider} and -O provider={given} disagree; give one")
+    return keys, options
+
+
+def _parse_option(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--option takes KEY=VALUE, got {item!r}")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().replace("-", "_"), value
 
 
 def add_parser(commands: Any) -> None:
@@ -65,28 +129,19 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="also check what needs the engines: each backend table's options (imports the engine) and the model name",
     )
-    flags = parser.add_argument_group("flags to see their effect (the same as run's)")
-    flags.add_argument("-m", "--model", default=None)
-    flags.add_argument("-b", "--backend", default=None)
-    flags.add_argument("--platform", default=None, metavar="SPEC")
-    flags.add_argument("--template", default=None)
-    add_sampling_flags(parser.add_argument_group("sampling flags"))
-
-
-def config_flags(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
-    """The config-affecting flags of ``args`` as :func:`phi_backends.config.resolve` takes them."""
-    flags: dict[str, tuple[str, Any]] = {
-        key: (f"--{key}", getattr(args, key, None)) for key in ("model", "backend", "platform", "template")
-    }
-    for name in SAMPLING_FIELDS:
-        flags[f"sampling.{name}"] = ("--" + name.replace("_", "-"), getattr(args, name, None))
-    return flags
+    # run's flags, to see their effect: the merge shown is the one run performs with them
+    add_flags(parser)
 
 
 def command(args: argparse.Namespace) -> int:
     from .. import config
 
-    cfg = config.resolve(config_flags(args))
+    keys, options = flags(args)
+    cfg = config.resolve(keys)
+    if options:  # engine options belong to the backend that runs: find it as run does (named, or chosen)
+        from ..api import configure
+
+        cfg = configure(keys, options)[0]
     if args.check:
         _check(cfg)
     if args.files:

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ..errors import PhiBackendsError, UsageError
-from ..models.catalogue import DEFAULT_MODEL, OFFLINE_MODEL
+from ..models.catalogue import DEFAULT_MODEL
 from . import config as cli_config
 from . import parity as cli_parity
-from .config import add_sampling_flags, sampling_flags
 
 SEED_PROMPT = "Write a haiku about ice hockey"
 EXIT_INTERRUPTED = 130
@@ -37,45 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "prompt", nargs="?", default=SEED_PROMPT, help=f"the prompt; '-' reads stdin (default: {SEED_PROMPT!r})"
     )
-    run.add_argument(
-        "-m",
-        "--model",
-        default=None,
-        help=f"catalogue name, local path or hub repo id (default: the config's, else {DEFAULT_MODEL}; offline: {OFFLINE_MODEL})",
-    )
-    run.add_argument(
-        "-b",
-        "--backend",
-        default=None,
-        help="llama-cpp, onnx or mlx (default: the config's, else chosen for the model)",
-    )
-    run.add_argument(
-        "--provider",
-        default=None,
-        help="ONNX Runtime GenAI execution provider: cpu, cuda, dml, ... (also picks a catalogue model's sub-folder)",
-    )
     run.add_argument("--system", default=None, help="a system message")
-    run.add_argument(
-        "--template",
-        default=None,
-        help="chat template: phi3, phi3.5, phi4, phi4-mini, chatml (default: the config's, else the model's)",
-    )
     run.add_argument("--raw", action="store_true", help="send the prompt as is, without a chat template")
-    run.add_argument(
-        "-O",
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="engine option, e.g. n_ctx=8192 or n_gpu_layers=-1; repeatable",
-    )
-    run.add_argument(
-        "--platform",
-        default=None,
-        metavar="SPEC",
-        help="the platform the automatic backend choice assumes, e.g. linux-cuda (default: detected; docs/choice.md)",
-    )
-    add_sampling_flags(run.add_argument_group("sampling (see docs/sampling.md for the exact semantics)"))
+    cli_config.add_flags(run)  # the same flags as `config`'s, read into the configuration the same way
     out = run.add_argument_group("output")
     out.add_argument("--stats", action="store_true", help="print usage and timings to stderr")
     out.add_argument(
@@ -162,10 +125,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _run(args: argparse.Namespace) -> int:
-    sampling = sampling_flags(args)  # a bad flag fails before anything is loaded
-    options = dict(_parse_option(item) for item in args.option)
-    if args.provider is not None and options.setdefault("provider", args.provider) != args.provider:
-        raise UsageError(f"--provider {args.provider} and -O provider={options['provider']} disagree; give one")
+    flags, options = cli_config.flags(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if args.raw and args.system:
         raise UsageError("--system needs a chat template; drop --raw or put the system text in the prompt")
@@ -173,12 +133,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--raw and --template exclude each other")
     messages: Any = prompt if args.raw else _messages(prompt, args.system)
 
-    from ..api import load  # imports plugins (and, on load, an engine) only now
+    from ..api import load_with_flags  # imports plugins (and, on load, an engine) only now
 
-    template = None if args.raw else (args.template or "auto")
-    with load(args.model, backend=args.backend, template=template, platform=args.platform, **options) as gen:
-        config = gen.sampling.replace(**sampling)  # per field: the flags over the config's [sampling]
-        stream = gen.stream(messages, config, template=template)
+    template = None if args.raw else "auto"  # "auto": the configuration's, which --template sets
+    with load_with_flags(flags, options, template=template) as gen:
+        # The configuration's sampling: its [sampling] under the flags, field by field.
+        stream = gen.stream(messages, gen.sampling, template=template)
         previous = signal.signal(signal.SIGINT, lambda *_: _second_interrupt(stream, previous))
         try:
             for chunk in stream:
@@ -208,17 +168,6 @@ def _second_interrupt(stream: Any, previous: Any) -> None:
 def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system}] if system else []
     return [*messages, {"role": "user", "content": prompt}]
-
-
-def _parse_option(item: str) -> tuple[str, Any]:
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise UsageError(f"--option takes KEY=VALUE, got {item!r}")
-    try:
-        value: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip().replace("-", "_"), value
 
 
 def _completion_json(result: Any) -> dict[str, Any]:
@@ -301,10 +250,11 @@ def _backends(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     """Exit 0 when a backend would be chosen, 1 when none can run the model here."""
-    from ..api import explain
+    from ..api import explain_with_flags
 
     preference = [name for name in (args.prefer or "").split(",") if name.strip()] if args.prefer else None
-    explanation = explain(args.explain or None, platform=args.platform, preference=preference)
+    flags = {"model": ("--explain", args.explain or None), "platform": ("--platform", args.platform)}
+    explanation = explain_with_flags({**flags, "backends": ("--prefer", preference)})
     if args.json:
         print(json.dumps(explanation.as_dict(), indent=2))
     else:

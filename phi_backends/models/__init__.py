@@ -15,6 +15,7 @@ from .resolve import (
     find_entry,
     offline_hint,
     package_file,
+    query,
     resolve,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "find_entry",
     "offline_hint",
     "package_file",
+    "query",
     "resolve",
 ]

@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import config_files
-from ..backend import ModelFormat, ModelSource
+from .. import config_files, plugins
+from ..backend import ModelFormat, ModelQuery, ModelSource
 from ..config_files import ConfigFile
 from ..errors import ConfigError, ModelFormatError, ModelNotFoundError, UnknownModelError, UsageError
 from . import hub
@@ -39,6 +39,7 @@ __all__ = [
     "detect_format",
     "find_entry",
     "package_file",
+    "query",
     "resolve",
 ]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/.+)?$")
@@ -69,16 +70,12 @@ def find_entry(name: str) -> CatalogueEntry | None:
 def detect_format(path: Path) -> str | None:
     """The name of the format an existing path holds a model in, or None: asks every format the
     registered backends read (:func:`phi_backends.plugins.model_formats`); the most specific wins."""
-    from .. import plugins  # plugins register formats; nothing here names one
-
     claims = [fmt for fmt in plugins.model_formats().values() if _claims(fmt, path)]
     return max(claims, key=lambda fmt: fmt.priority).name if claims else None
 
 
 def describe_format(name: str) -> str:
     """``"a GGUF file"`` for ``"gguf"``: how messages name one model in that format."""
-    from .. import plugins
-
     fmt = plugins.model_formats().get(name)
     return fmt.description if fmt else f"a {name} model"
 
@@ -115,14 +112,36 @@ def classify(model: str) -> tuple[str, Any]:
     )
 
 
-def resolve(model: str, *, formats: Sequence[str], provider: str | None = None, progress: bool = True) -> ModelSource:
-    """Find (downloading if needed) ``model`` in one of ``formats``."""
+def query(model: str) -> ModelQuery:
+    """``model`` classified once, with the formats it comes in; raises for a missing path or an
+    unknown name. The backend choice and :func:`resolve` take this value, not the string again."""
     kind, value = classify(model)
     if kind == "path":
-        return _local(value, formats)
+        path = Path(value).resolve()
+        fmt = detect_format(path)
+        return ModelQuery(model, "path", frozenset({fmt} if fmt else ()), path=path)
     if kind == "catalogue":
-        return _from_catalogue(value, formats, provider, progress)
-    return _from_hub(value, formats, progress)
+        return ModelQuery(model, "catalogue", frozenset(value.artifacts), entry=value)
+    owner_repo_file = str(value).split("/", 2)
+    if len(owner_repo_file) == 3:
+        single = _hub_file_format(owner_repo_file[2])
+        return ModelQuery(model, "hub", frozenset({single.name} if single else ()))
+    every = set(plugins.model_formats()).union(*(b.formats for b in plugins.backends().values()))
+    return ModelQuery(model, "hub", frozenset(every))
+
+
+def resolve(
+    model: ModelQuery | str, *, formats: Sequence[str], provider: str | None = None, progress: bool = True
+) -> ModelSource:
+    """Find (downloading if needed) ``model`` in one of ``formats``; a string is classified first."""
+    found = model if isinstance(model, ModelQuery) else query(model)
+    if found.kind == "path":
+        # As the user named it, not resolved: a link's own name is the model's name.
+        return _local(Path(found.name).expanduser(), formats)
+    if found.kind == "catalogue":
+        assert found.entry is not None
+        return _from_catalogue(found.entry, formats, provider, progress)
+    return _from_hub(found.name, formats, progress)
 
 
 def package_file(artifact: Artifact) -> Path | None:
@@ -141,16 +160,15 @@ def package_file(artifact: Artifact) -> Path | None:
 def _looks_like_path(model: str) -> bool:
     """A missing local path, as opposed to a hub id such as ``owner/repo/file.gguf``."""
     hub_file = _HUB_ID.match(model) is not None and not Path(model.split("/", 1)[0]).exists()
+    files = tuple(fmt.hub_suffix for fmt in plugins.model_formats().values() if fmt.hub_suffix)  # e.g. .gguf
     return (
         model.startswith((".", "/", "~"))
-        or (os.sep in model and model.lower().endswith((".gguf", ".json")) and not hub_file)
-        or (model.lower().endswith(".gguf") and "/" not in model)
+        or (os.sep in model and model.lower().endswith((*files, ".json")) and not hub_file)
+        or (bool(files) and model.lower().endswith(files) and "/" not in model)
     )
 
 
 def _local(path: Path, formats: Sequence[str]) -> ModelSource:
-    from .. import plugins
-
     fmt = detect_format(path)
     if fmt is None:
         what = "folder" if path.is_dir() else "file"
@@ -219,22 +237,36 @@ def _defined_in(name: str) -> str:
     return str(config_path())
 
 
+def _hub_file_format(filename: str) -> ModelFormat | None:
+    """The format a file on the Hub is in, by the suffix of a single-file format (``.gguf``)."""
+    for fmt in plugins.model_formats().values():
+        if fmt.hub_suffix and filename.lower().endswith(fmt.hub_suffix):
+            return fmt
+    return None
+
+
 def _from_hub(model: str, formats: Sequence[str], progress: bool) -> ModelSource:
     owner, repo, *rest = model.split("/", 2)
     repo_id = f"{owner}/{repo}"
+    table = plugins.model_formats()
+    single = [table[f] for f in formats if f in table and table[f].hub_suffix]
     if rest:
         filename = rest[0]
-        fmt = "gguf" if filename.lower().endswith(".gguf") else None
-        if fmt not in formats:
-            raise UsageError(f"{model} names a single file; only GGUF files can be loaded that way")
-        return ModelSource(path=hub.download_file(repo_id, filename, progress=progress), format="gguf", name=model)
-    if "gguf" in formats:
-        ggufs = [f for f in hub.list_files(repo_id) if f.lower().endswith(".gguf")]
-        if len(ggufs) == 1:
-            return _from_hub(f"{repo_id}/{ggufs[0]}", formats, progress)
-        if ggufs:
-            shown = ", ".join(ggufs[:8]) + (" …" if len(ggufs) > 8 else "")
-            raise UsageError(f"{repo_id} holds several GGUF files ({shown}); pick one as {repo_id}/FILE.gguf")
+        fmt = _hub_file_format(filename)
+        if fmt is None or fmt.name not in formats:
+            kinds = " or ".join(f.plural for f in single) or "single-file formats"
+            raise UsageError(f"{model} names a single file; only {kinds} can be loaded that way")
+        return ModelSource(path=hub.download_file(repo_id, filename, progress=progress), format=fmt.name, name=model)
+    for fmt in single:
+        assert fmt.hub_suffix
+        files = [f for f in hub.list_files(repo_id) if f.lower().endswith(fmt.hub_suffix)]
+        if len(files) == 1:
+            return _from_hub(f"{repo_id}/{files[0]}", formats, progress)
+        if files:
+            shown = ", ".join(files[:8]) + (" …" if len(files) > 8 else "")
+            raise UsageError(
+                f"{repo_id} holds several {fmt.plural} ({shown}); pick one as {repo_id}/FILE{fmt.hub_suffix}"
+            )
     path = hub.download_folder(repo_id, allow_patterns=["*"], progress=progress)
     return _local(path, formats)
 
@@ -254,8 +286,6 @@ _ENTRY_FIELDS = ("template", "context_length", "aliases", "description")
 
 def _entry_keys() -> tuple[str, ...]:
     """What a ``[models.NAME]`` table may hold: one key per format a backend reads, then the fields."""
-    from .. import plugins
-
     return (*plugins.model_formats(), *_ENTRY_FIELDS)
 
 

@@ -15,7 +15,6 @@ import difflib
 import importlib.metadata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -137,28 +136,17 @@ class Choice:
         return self.assessment.options if self.assessment.rank is not None else {}
 
 
-def model_query(model: str) -> ModelQuery:
-    """What ``model`` names and the formats it comes in; raises for a missing path or unknown name."""
-    kind, value = models.classify(model)
-    if kind == "path":
-        path = Path(value).resolve()
-        fmt = models.detect_format(path)
-        return ModelQuery(model, "path", frozenset({fmt} if fmt else ()), path=path)
-    if kind == "catalogue":
-        return ModelQuery(model, "catalogue", frozenset(value.artifacts), entry=value)
-    owner_repo_file = str(value).split("/", 2)
-    if len(owner_repo_file) == 3:
-        fmt = "gguf" if owner_repo_file[2].lower().endswith(".gguf") else None
-        return ModelQuery(model, "hub", frozenset({fmt} if fmt else ()))
-    every = set(plugins.model_formats()).union(*(b.formats for b in plugins.backends().values()))
-    return ModelQuery(model, "hub", frozenset(every))
+#: What a model names, classified once: :func:`phi_backends.models.query`, under the name plugins' tests use.
+model_query = models.query
 
 
 def explain(
-    model: str, *, platform: Platform | str | None = None, preference: Sequence[str] | None = ()
+    model: ModelQuery | str, *, platform: Platform | str | None = None, preference: Sequence[str] | None = ()
 ) -> Explanation:
-    """Rank every backend for ``model`` on ``platform`` (default: ``$PHI_BACKENDS_PLATFORM``, else this machine)."""
-    query = model_query(model)
+    """Rank every backend for ``model`` on ``platform`` (default: ``$PHI_BACKENDS_PLATFORM``, else this machine).
+
+    ``model`` is a :func:`model_query` (a string is classified here)."""
+    query = model if isinstance(model, ModelQuery) else model_query(model)
     where = platforms.current(platform)
     installed = plugins.backends()
     prefer = _check_preference(preference or (), installed)
@@ -171,7 +159,7 @@ def explain(
     chosen = ranked[0].backend if ranked else None
     why = _why(ranked, prefer) if ranked else _why_none(query, rows, installed)
     return Explanation(
-        model=model,
+        model=query.name,
         kind=query.kind,
         formats=tuple(sorted(query.formats)),
         platform=where,
@@ -185,17 +173,18 @@ def explain(
 
 
 def choose(
-    model: str,
+    model: ModelQuery | str,
     *,
     backend: str | None = None,
     preference: Sequence[str] | None = (),
     platform: Platform | str | None = None,
 ) -> Choice:
     """The backend to load ``model`` with: ``backend`` if named (checked against the model's
-    format), else the first of :func:`explain`'s ranking; with the options its verdict assumes."""
+    format), else the first of :func:`explain`'s ranking; with the options its verdict assumes.
+    ``model`` is a :func:`model_query` (a string is classified here, after a named backend is found)."""
     if backend:
         named = plugins.get_backend(backend)
-        query = model_query(model)
+        query = model if isinstance(model, ModelQuery) else model_query(model)
         if query.formats and not query.offers(named.formats):
             raise UsageError(_wrong_backend(query, named))
         rows, _ = _assess(query, platforms.current(platform), plugins.backends(), [named.name])

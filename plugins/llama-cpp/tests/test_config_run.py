@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -223,3 +224,79 @@ def test_backends_explain_uses_the_config_model(project: Path, tiny_phi3: Path) 
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["model"] == str(tiny_phi3) and data["chosen"] == "llama-cpp"
+
+
+# -- `phi-backends config` shows the merge that `run` performs --------------------------------------
+
+
+def config_settings(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = run_cli("config", "--json", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    settings: dict[str, Any] = json.loads(result.stdout)["settings"]
+    return settings
+
+
+@pytest.mark.parametrize("top", ["user", "project", "env", "flag"])
+def test_config_and_run_take_the_model_from_the_same_layer(
+    project: Path, tiny_phi3: Path, tmp_path: Path, top: str
+) -> None:
+    """One key set in every layer up to ``top``: config names that layer and run loads its model.
+
+    Each layer names its own link to the tiny Phi-3, so run's "model" (the name as given) says
+    which one it used."""
+    link = {}
+    for layer in ("user", "project", "env", "flag"):
+        link[layer] = tmp_path / f"{layer}.gguf"
+        link[layer].symlink_to(tiny_phi3)
+    (tmp_path / "user.toml").write_text(f'model = "{link["user"]}"\n[sampling]\ntemperature = 0\nmax_tokens = 2\n')
+    if top != "user":
+        (project / "phi-backends.toml").write_text(f'model = "{link["project"]}"\n[llama-cpp]\nn_ctx = 512\n')
+    env = {"PHI_BACKENDS_MODEL": str(link["env"])} if top in ("env", "flag") else {}
+    args = ("--model", str(link["flag"])) if top == "flag" else ()
+    model = config_settings(*args, env=env)["model"]
+    assert model["value"] == str(link[top])
+    assert model["origin"]["layer"] == top
+    result = run_cli("run", PROMPT, "--json", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"] == link[top].name
+
+
+def test_config_and_run_merge_sampling_per_field_and_options_under_o(
+    project: Path, tiny_phi3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "user.toml").write_text("[sampling]\nmax_tokens = 4\nseed = 11\n")
+    (project / "phi-backends.toml").write_text(
+        f'model = "{tiny_phi3}"\nbackend = "llama-cpp"\n'
+        "[sampling]\ntemperature = 0\nrepeat_penalty = 1.0\nseed = 5\n"
+        "[llama-cpp]\nn_ctx = 256\nn_threads = 1\n"
+    )
+    flags = ("--seed", "7", "-O", "n_ctx=1024")
+    settings = config_settings(*flags)
+    shown = {key: (s["value"], s["origin"]["layer"]) for key, s in settings.items()}
+    assert shown["sampling.seed"] == (7, "flag")  # over the project's 5 and the user's 11
+    assert shown["sampling.max_tokens"] == (4, "user") and shown["sampling.temperature"] == (0, "project")
+    assert shown["llama-cpp.n_ctx"] == (1024, "flag") and shown["llama-cpp.n_threads"] == (1, "project")
+    assert settings["llama-cpp.n_ctx"]["origin"] == {"layer": "flag", "where": "-O n_ctx"}
+
+    # run with the same flags: the seed and the length the config shows, greedy as the project says,
+    # and a prompt that fits in -O's 1024 tokens but not in the project's 256.
+    result = run_cli("run", "ice " * 300, "--json", *flags)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["seed"] == shown["sampling.seed"][0] and data["finish_reason"] == "length"
+    assert data["usage"]["completion_tokens"] == shown["sampling.max_tokens"][0]
+    greedy = run_cli("run", PROMPT, "--json", *flags)
+    assert greedy.returncode == 0, greedy.stderr
+    assert SCRIPT_TEXT.startswith(json.loads(greedy.stdout)["text"])
+
+    # In process, through run's own parser and flags: the engine and the sampling config shows.
+    from phi_backends.api import load_with_flags
+    from phi_backends.cli import config as cli_config
+    from phi_backends.cli.main import build_parser
+
+    keys, options = cli_config.flags(build_parser().parse_args(["run", *flags]))
+    with load_with_flags(keys, options) as gen:
+        assert gen.backend == "llama-cpp"
+        assert gen.info.context_length == shown["llama-cpp.n_ctx"][0]
+        assert gen.info.metadata["threads"] == shown["llama-cpp.n_threads"][0]
+        assert gen.sampling == pb.SamplingConfig(temperature=0, repeat_penalty=1.0, seed=7, max_tokens=4)
