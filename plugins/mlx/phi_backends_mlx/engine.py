@@ -114,8 +114,6 @@ class MlxEngine:
 
     def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
         model = self._check_open()
-        if not prompt_ids:
-            raise GenerationError("the prompt has no tokens; give a non-empty prompt")
         options = self._options
         plan = SamplingPlan(config, seed, len(prompt_ids))
         with mx.stream(self._stream):

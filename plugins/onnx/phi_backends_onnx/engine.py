@@ -36,7 +36,6 @@ from phi_backends.errors import (
     ModelFormatError,
     OptionError,
     PhiBackendsError,
-    UsageError,
 )
 from phi_backends.formats.folder_template import folder_chat_template
 from phi_backends.formats.hf_tokenizer import read_hf_tokenizer
@@ -124,8 +123,6 @@ class OnnxEngine:
 
     def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
         self._check_open()
-        if not prompt_ids:  # onnxruntime-genai needs at least one token to start from
-            raise UsageError("the prompt is empty: it gave no tokens (and this model adds no BOS); give some text")
         generator = self._new_generator(min(self._info.context_length, len(prompt_ids) + config.max_tokens))
         try:
             generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
