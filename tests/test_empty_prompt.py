@@ -16,6 +16,7 @@ from phi_backends.errors import UsageError
 from phi_backends.generator import EMPTY_PROMPT, Generator
 from phi_backends.sampling import SamplingConfig
 from phi_backends.templates import get_template, jinja_template
+from tests.bad_inputs import expect_api_error
 
 BOS = 256
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=3)
@@ -76,13 +77,15 @@ def test_raw_and_templated_empty_prompts_are_one_usage_error(engine: ByteEngine)
     gen = generator(engine)
     renders_nothing = jinja_template("{{ bos_token }}", bos_token=engine.info.bos_token, eos_token=None)
     writes_only_bos = jinja_template("<s>", bos_token=engine.info.bos_token, eos_token=None)
-    empty = [("", None), ("Hi", renders_nothing)]
+    empty = [("", None, 'a raw prompt ""'), ("Hi", renders_nothing, "a chat template that renders nothing")]
     if engine.info.add_bos:  # only then is "<s>" a BOS: a template or raw text may write it again
-        empty += [("Hi", writes_only_bos), ("<s><s>", None)]
+        empty += [("Hi", writes_only_bos, "a chat template that renders only the BOS"), ("<s><s>", None, "")]
     refusals = set()
-    for prompt, template in empty:
+    for prompt, template, what in empty:
         with pytest.raises(UsageError) as raised:
             gen.stream(prompt, GREEDY, template=template)
+        if what:
+            expect_api_error(raised.value, UsageError, "the prompt is empty", what=what)
         refusals.add((type(raised.value), str(raised.value)))
     assert refusals == {(UsageError, EMPTY_PROMPT)}
     assert engine.asked == [], "the engine never saw the empty prompt"
