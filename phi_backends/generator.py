@@ -331,11 +331,12 @@ class Generator:
 def _is_empty(prompt_ids: Sequence[int], *, add_bos: bool) -> bool:
     """Whether the prompt holds no token but the BOS the tokenizer adds.
 
-    No engine may be handed ``[]``: llama.cpp aborts the process sampling with no logits, and
-    onnxruntime-genai and mlx-lm have no position to start from. ``[BOS]`` alone every engine
-    runs, but it comes only from a raw ``""`` or a template that renders nothing (or only its BOS
-    text), so it is refused too: then an empty prompt means the same whether or not the model
-    adds a BOS. With ``add_bos`` the first id is that BOS; a template may have written it again.
+    No engine may be handed ``[]``: llama.cpp aborts the process (``GGML_ASSERT(logits !=
+    nullptr)``) on a fresh context and silently samples the previous call's logits on a used
+    one; onnxruntime-genai and mlx-lm raise. ``[BOS]`` alone every engine runs, but it comes only
+    from a raw ``""`` or a template that renders nothing (or only its BOS text), so it is refused
+    too: then an empty prompt means the same whether or not the model adds a BOS. With
+    ``add_bos`` the first id is that BOS; a template may have written it again.
     """
     if not prompt_ids:
         return True
