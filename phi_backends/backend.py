@@ -91,6 +91,8 @@ class Engine(Protocol):
     def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
         """Yield sampled token ids after ``prompt_ids`` until the iterator is closed.
 
+        ``prompt_ids`` always hold a token besides BOS (the core refuses an empty prompt first).
+
         The engine never stops by itself: the core decides when to stop (end of turn, stop
         strings, ``max_tokens``, the context limit) and closes the iterator, after which the
         engine must be ready for the next call, with no state carried over.

@@ -27,6 +27,8 @@ FinishReason = Literal["stop", "length", "cancelled"]
 Prompt: TypeAlias = "str | Sequence[Message]"
 TemplateArg: TypeAlias = "str | ChatTemplate | None"
 AUTO = "auto"
+#: The one refusal of a prompt with nothing in it, the same on every backend.
+EMPTY_PROMPT = "the prompt is empty: it gives the model no tokens to continue (BOS aside); give some text"
 
 
 @dataclass(frozen=True)
@@ -143,12 +145,14 @@ class Generator:
 
         A str is one user message rendered with the chat template, or the prompt text itself
         when ``template=None`` (raw mode). ``template`` may also name a built-in template.
-        ``config`` left out uses :attr:`sampling`. The prompt is checked (template, context
-        length) before this returns.
+        ``config`` left out uses :attr:`sampling`. The prompt is checked (template, not empty,
+        context length) before this returns.
         """
         config = config if config is not None else self.sampling
         chat_template = self._template_for(template)
         prompt_ids = self.prompt_ids(prompt, template=chat_template)
+        if _is_empty(prompt_ids, add_bos=self.info.add_bos):
+            raise UsageError(EMPTY_PROMPT)
         context = self.info.context_length
         if len(prompt_ids) >= context:
             raise ContextLengthError(
@@ -322,6 +326,21 @@ class Generator:
             token_ids=tuple(generated),
         )
         yield Chunk(tail, finish_reason=finish, usage=usage, timings=timings)
+
+
+def _is_empty(prompt_ids: Sequence[int], *, add_bos: bool) -> bool:
+    """Whether the prompt holds no token but the BOS the tokenizer adds.
+
+    No engine may be handed ``[]``: llama.cpp aborts the process (``GGML_ASSERT(logits !=
+    nullptr)``) on a fresh context and silently samples the previous call's logits on a used
+    one; onnxruntime-genai and mlx-lm raise. ``[BOS]`` alone every engine runs, but it comes only
+    from a raw ``""`` or a template that renders nothing (or only its BOS text), so it is refused
+    too: then an empty prompt means the same whether or not the model adds a BOS. With
+    ``add_bos`` the first id is that BOS; a template may have written it again.
+    """
+    if not prompt_ids:
+        return True
+    return add_bos and all(token == prompt_ids[0] for token in prompt_ids)
 
 
 def _timings(start: float, first: float, last: float, end: float, prompt_tokens: int, drawn: int) -> Timings:

@@ -35,6 +35,7 @@ from ..errors import ContextLengthError, UsageError
 from ..generator import Completion, Generator
 from ..sampling import SamplingConfig
 from ..streaming import Detokenizer
+from ..templates import jinja_template
 
 __all__ = ["SCRIPT_TEXT", "BackendContract", "ContractModels"]
 
@@ -148,6 +149,23 @@ class BackendContract:
     def test_phi3_template_chosen_for_phi3_model(self, phi3: Generator) -> None:
         assert phi3.template is not None and phi3.template.name == "phi3"
         assert phi3.render(HAIKU) == "<|user|>\nWrite a haiku about ice hockey<|end|>\n<|assistant|>\n"
+
+    def test_empty_prompt_is_one_usage_error_raw_or_templated(self, phi3: Generator, smol: Generator) -> None:
+        """No tokens to continue (BOS aside): a raw "" or a template that renders nothing is refused
+        before the engine runs (llama.cpp would abort the process), on a model that adds a BOS
+        (Phi-3) and one that does not (SmolLM2), and the Generator is usable after."""
+        refusals = set()
+        for gen in (phi3, smol):
+            nothing = jinja_template("{{ bos_token }}", bos_token=gen.info.bos_token, eos_token=gen.info.eos_token)
+            for prompt, template in (("", None), (HAIKU, nothing)):
+                with pytest.raises(UsageError) as raised:
+                    gen.stream(prompt, GREEDY, template=template)
+                refusals.add((type(raised.value), str(raised.value)))
+        assert len(refusals) == 1, f"the same error and message everywhere: {refusals}"
+        ((kind, message),) = refusals
+        assert kind is UsageError and message.startswith("the prompt is empty"), message
+        assert phi3.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
+        assert smol.generate("Hi", GREEDY.replace(max_tokens=2), template=None).usage.completion_tokens == 2
 
     # -- end of turn, stop strings, length --------------------------------------------------
 

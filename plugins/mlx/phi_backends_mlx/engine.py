@@ -31,7 +31,7 @@ from transformers import AutoTokenizer
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
 from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
-from phi_backends.formats.folder_template import folder_chat_template
+from phi_backends.formats.hf_folder import engine_info_from_folder, folder_bos_token_id
 from phi_backends.formats.hf_tokenizer import HFTokenizerFacts
 
 from .model_folder import DEFAULT_CONTEXT, ModelFolder
@@ -59,27 +59,20 @@ class MlxEngine:
     ) -> None:
         """``folder`` and ``facts`` were read and checked by the backend before mlx-lm was imported."""
         _check_architecture(folder)
-        template, template_error = folder_chat_template(source.path)
         self._options = options
         self._device = mx.gpu if options.device == "gpu" else mx.cpu
         self._stream = _device_stream(self._device)
         self._model: Any = None
         self._model, self._tokenizer, eos_ids = self._load(folder, options)
         self._token_bytes = facts.token_bytes
-        bos_id = facts.bos_token_id if facts.bos_token_id is not None else self._tokenizer.bos_token_id
-        self._bos_id: int | None = bos_id
-        if facts.eos_token_id is not None:
-            eos_ids.add(facts.eos_token_id)
-        self._info = EngineInfo(
+        self._bos_id = folder_bos_token_id(facts, self._tokenizer.bos_token_id)
+        self._info = engine_info_from_folder(
+            source.path,
+            facts,
+            bos_token_id=self._bos_id,
+            eos_token_ids=eos_ids,
             context_length=options.n_ctx or folder.context_length or DEFAULT_CONTEXT,
-            vocab_size=folder.vocab_size or facts.vocab_size,
-            add_bos=facts.add_bos and bos_id is not None,
-            bos_token=facts.bos_token,
-            eos_token=facts.eos_token,
-            eog_token_ids=frozenset(eos_ids),
-            chat_template=template,
-            chat_template_error=template_error,
-            strip_leading_space=facts.strip_leading_space,
+            vocab_size=folder.vocab_size or facts.vocab_size,  # the weights' rows: padding past the tokenizer's ids
             architecture=folder.model_type,
             metadata={
                 "folder": str(source.path),
@@ -114,8 +107,6 @@ class MlxEngine:
 
     def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
         model = self._check_open()
-        if not prompt_ids:
-            raise GenerationError("the prompt has no tokens; give a non-empty prompt")
         options = self._options
         plan = SamplingPlan(config, seed, len(prompt_ids))
         with mx.stream(self._stream):

@@ -36,9 +36,8 @@ from phi_backends.errors import (
     ModelFormatError,
     OptionError,
     PhiBackendsError,
-    UsageError,
 )
-from phi_backends.formats.folder_template import folder_chat_template
+from phi_backends.formats.hf_folder import engine_info_from_folder, folder_bos_token_id
 from phi_backends.formats.hf_tokenizer import read_hf_tokenizer
 from phi_backends.sampling import ReferenceSampler
 
@@ -73,26 +72,18 @@ class OnnxEngine:
         self._native_greedy = self._device in NATIVE_GREEDY_DEVICES
         self._vocab = genai.vocab_size
         self._token_bytes = facts.token_bytes
-        self._bos = facts.bos_token_id if facts.bos_token_id is not None else genai.bos_token_id
+        self._bos = folder_bos_token_id(facts, genai.bos_token_id)
         # onnxruntime-genai's encode() adds no BOS (0.8+); should a tokenizer ever add one, drop it.
         probe = self._tokenizer.encode("a").tolist()
         self._encode_adds_bos = self._bos is not None and probe[:1] == [self._bos]
-        eog = {*genai.eos_token_ids, *(int(i) for i in self._tokenizer.eos_token_ids)}
-        if facts.eos_token_id is not None:
-            eog.add(facts.eos_token_id)
         self._check_logits(genai)
-        context = min(genai.context_length, options.max_length or genai.context_length)
-        template, template_error = folder_chat_template(source.path)
-        self._info = EngineInfo(
-            context_length=context,
+        self._info = engine_info_from_folder(
+            source.path,
+            facts,
+            bos_token_id=self._bos,
+            eos_token_ids={*genai.eos_token_ids, *(int(i) for i in self._tokenizer.eos_token_ids)},
+            context_length=min(genai.context_length, options.max_length or genai.context_length),
             vocab_size=genai.vocab_size,
-            add_bos=facts.add_bos and self._bos is not None,
-            bos_token=facts.bos_token,
-            eos_token=facts.eos_token,
-            eog_token_ids=frozenset(eog),
-            chat_template=template,
-            chat_template_error=template_error,
-            strip_leading_space=facts.strip_leading_space,
             architecture=genai.model_type,
             metadata={
                 "provider": provider,
@@ -124,8 +115,6 @@ class OnnxEngine:
 
     def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
         self._check_open()
-        if not prompt_ids:  # onnxruntime-genai needs at least one token to start from
-            raise UsageError("the prompt is empty: it gave no tokens (and this model adds no BOS); give some text")
         generator = self._new_generator(min(self._info.context_length, len(prompt_ids) + config.max_tokens))
         try:
             generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
