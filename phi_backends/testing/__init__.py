@@ -1,6 +1,27 @@
-"""The testing kit for backends: the contract suite every backend passes, importable by a
-third-party backend's own tests (``from phi_backends.testing import BackendContract``)."""
+"""The testing kit for backends, importable by a third-party backend's own tests:
+
+- :class:`BackendContract`: the contract suite every backend passes (``contract_models`` fixture);
+- :class:`ScriptedBackend` / :class:`ScriptedEngine`: a complete backend with no engine, on
+  script models written by :func:`write_script_model` (format :data:`SCRIPT_FORMAT`), as
+  httpx ships ``MockTransport``.
+
+Only this package imports pytest; the user API never imports it.
+"""
 
 from .contract import GREEDY, HAIKU, PHI3_SPECIALS, SAMPLED, SCRIPT_TEXT, BackendContract, ContractModels
+from .scripted import SCRIPT_FORMAT, ScriptedBackend, ScriptedEngine, ScriptedPlugin, write_script_model
 
-__all__ = ["GREEDY", "HAIKU", "PHI3_SPECIALS", "SAMPLED", "SCRIPT_TEXT", "BackendContract", "ContractModels"]
+__all__ = [
+    "GREEDY",
+    "HAIKU",
+    "PHI3_SPECIALS",
+    "SAMPLED",
+    "SCRIPT_FORMAT",
+    "SCRIPT_TEXT",
+    "BackendContract",
+    "ContractModels",
+    "ScriptedBackend",
+    "ScriptedEngine",
+    "ScriptedPlugin",
+    "write_script_model",
+]
