@@ -11,7 +11,7 @@ Only this package imports pytest; the user API never imports it.
 """
 
 from .contract import GREEDY, HAIKU, PHI3_SPECIALS, SAMPLED, SCRIPT_TEXT, BackendContract, ContractModels
-from .sampling import SAMPLING_CONFIGS, TIE_CONFIGS, LogitsCase, SamplingContract, sampling_cases
+from .sampling import SAMPLING_CONFIGS, LogitsCase, SamplingContract, sampling_cases
 from .scripted import SCRIPT_FORMAT, ScriptedBackend, ScriptedEngine, ScriptedPlugin, write_script_model
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "SAMPLING_CONFIGS",
     "SCRIPT_FORMAT",
     "SCRIPT_TEXT",
-    "TIE_CONFIGS",
     "BackendContract",
     "ContractModels",
     "LogitsCase",
