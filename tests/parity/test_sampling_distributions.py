@@ -7,7 +7,8 @@ processor and sampler it hands to mlx-lm's ``generate_step``) must give the prob
 NumPy reference gives. Where the random draw itself is shared (onnx emulates with
 ReferenceSampler's generator), the same seed must give the same token; where it is not
 (llama.cpp's and MLX's own random streams), each draw must be reproducible for a seed, and
-many draws must follow the distribution.
+many draws must follow the distribution. The cases, and the float32 top_p allowance, are the
+testing kit's (phi_backends.testing.sampling), which each backend's own tests also run.
 """
 
 from __future__ import annotations
@@ -26,22 +27,10 @@ import phi_backends as pb
 from phi_backends import plugins
 from phi_backends.backend import ModelSource, ScoringEngine
 from phi_backends.sampling import ReferenceSampler
+from phi_backends.testing import SAMPLING_CONFIGS
+from phi_backends.testing.sampling import assert_same_distribution, large_vocab_cases, top_p_boundary
 
 SC = pb.SamplingConfig
-CONFIGS = [
-    SC(temperature=1.0, repeat_penalty=1.0),
-    SC(temperature=1.0),  # the defaults: penalty 1.2 over the last 64 generated tokens
-    SC(temperature=0.7, top_p=0.9, repeat_penalty=1.0),
-    SC(temperature=1.3, top_k=40, top_p=0.95, min_p=0.05),
-    SC(temperature=0.5, min_p=0.1, repeat_penalty=1.5, repeat_last_n=8),
-    SC(temperature=2.0, top_k=5, repeat_penalty=0.8, repeat_last_n=-1),
-    SC(temperature=0.9, top_k=1),
-    SC(temperature=0.3, top_p=0.5, min_p=0.02, repeat_penalty=1.1, repeat_last_n=3),
-    SC(temperature=1.0, top_k=100000),  # larger than the vocabulary: off
-    SC(temperature=0.0, repeat_penalty=1.0),  # greedy: the engines' own argmax paths
-    SC(temperature=0.0, repeat_penalty=1.3),  # greedy with a penalty: every backend's processor
-    SC(temperature=0.0, repeat_penalty=1.3, repeat_last_n=2),
-]
 SEEDS = (0, 7, 2024)
 
 
@@ -66,14 +55,7 @@ def cases(onnx_engines: dict[int, Any]) -> list[tuple[str, np.ndarray, list[int]
 def make_cases(onnx_engines: dict[int, Any]) -> list[tuple[str, np.ndarray, list[int]]]:
     """(name, logits, history): random rows of both vocabulary sizes, exact ties, and real model rows."""
     rng = np.random.default_rng(5)
-    out: list[tuple[str, np.ndarray, list[int]]] = []
-    for vocab in sorted(onnx_engines):
-        for i in range(2):
-            logits = (rng.standard_normal(vocab) * 3).astype(np.float32)
-            out.append((f"random-{vocab}-{i}", logits, [int(t) for t in rng.integers(0, vocab, size=24)]))
-    tied = rng.standard_normal(32064).astype(np.float32)
-    tied[[900, 17, 30000]] = 9.5  # a three-way tie at the top: the lowest id wins a greedy pick
-    out.append(("tie-at-top", tied, [17, 5, 5, 900]))  # the penalty breaks the tie where it applies
+    out = [(case.name, case.logits, case.history) for case in large_vocab_cases(rng, sorted(onnx_engines))]
     for vocab, engine in onnx_engines.items():
         assert isinstance(engine, ScoringEngine)
         ids = [int(t) for t in rng.integers(10, 2000, size=12)]
@@ -94,47 +76,7 @@ def backend_paths(onnx_engines: dict[int, Any], logits: np.ndarray) -> dict[str,
     }
 
 
-#: How far (as a share of top_p) the reference's cumulative probability may lie from top_p for a
-#: float32 engine to cut the nucleus one token earlier or later: llama.cpp and MLX normalize with a
-#: float32 sum over the whole vocabulary (relative error up to ~1.3e-4 over 49,152 tokens here),
-#: the reference with a float64 one.
-FLOAT32_TOP_P_MARGIN = 3e-4
-
-
-def top_p_boundary(config: pb.SamplingConfig, logits: np.ndarray, history: list[int]) -> set[int]:
-    """The tokens whose place in the nucleus a float32 sum may decide: the last one the reference
-    keeps, when the mass before it is within the margin below top_p, and the first one it drops,
-    when the mass it keeps is within the margin above top_p."""
-    if config.greedy or config.top_p is None or config.top_p >= 1.0:
-        return set()
-    x = ReferenceSampler(config.replace(top_p=None, min_p=None), seed=0).probabilities(logits, history)
-    order = np.argsort(-x, kind="stable")
-    cumulative = np.cumsum(x[order])
-    cut = int(np.searchsorted(cumulative, config.top_p))  # the reference keeps order[: cut + 1]
-    margin = FLOAT32_TOP_P_MARGIN * config.top_p
-    near: set[int] = set()
-    if cut > 0 and config.top_p - cumulative[cut - 1] < margin:
-        near.add(int(order[cut]))
-    if cut + 1 < order.size and cumulative[cut] - config.top_p < margin:
-        near.add(int(order[cut + 1]))
-    return near
-
-
-def assert_same_distribution(probs: np.ndarray, expected: np.ndarray, boundary: set[int], where: str) -> None:
-    """Equal to 1e-5, or, where a float32 sum moved the top_p cut by one boundary token, equal to
-    1e-5 once both are renormalized over the tokens they share."""
-    got, want = set(np.flatnonzero(probs)), set(np.flatnonzero(expected))
-    differ = got ^ want
-    assert differ <= boundary, f"{where}: the filters keep other tokens: {sorted(differ)[:10]}"
-    if differ:
-        shared = np.array(sorted(got & want))
-        probs = np.where(np.isin(np.arange(probs.size), shared), probs, 0.0)
-        expected = np.where(np.isin(np.arange(expected.size), shared), expected, 0.0)
-        probs, expected = probs / probs.sum(), expected / expected.sum()
-    np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-5, err_msg=where)
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=repr)
+@pytest.mark.parametrize("config", SAMPLING_CONFIGS, ids=repr)
 def test_same_distribution_on_every_backend(
     config: pb.SamplingConfig, cases: list[tuple[str, np.ndarray, list[int]]], onnx_engines: dict[int, Any]
 ) -> None:

@@ -1,7 +1,8 @@
 """llama.cpp's native sampler chain, as we build it, means exactly what SamplingConfig says.
 
 Same logits and history in; the candidates llama.cpp keeps and their probabilities must equal
-the NumPy reference implementation of the documented semantics.
+the NumPy reference implementation of the documented semantics, for the one list of cases
+every backend is tested with (phi_backends.testing).
 """
 
 from __future__ import annotations
@@ -13,18 +14,12 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 import pytest
+from phi_backends_llama_cpp.sampling import sampling_probabilities
 
 import phi_backends as pb
 from phi_backends.sampling import ReferenceSampler
-
-CONFIGS = [
-    pb.SamplingConfig(temperature=1.0),
-    pb.SamplingConfig(temperature=0.7, top_p=0.9),
-    pb.SamplingConfig(temperature=1.3, top_k=40, top_p=0.95, min_p=0.05),
-    pb.SamplingConfig(temperature=0.5, min_p=0.1, repeat_penalty=1.5, repeat_last_n=8),
-    pb.SamplingConfig(temperature=2.0, top_k=5, repeat_penalty=0.8, repeat_last_n=-1),
-    pb.SamplingConfig(temperature=0.0, repeat_penalty=1.3),
-]
+from phi_backends.testing import SAMPLING_CONFIGS, SamplingContract
+from phi_backends.testing.sampling import SamplingPath, random_case
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +56,23 @@ def native_probabilities(
     return probs
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=repr)
+@pytest.mark.parametrize("config", SAMPLING_CONFIGS, ids=repr)
 @pytest.mark.parametrize("case", range(5))
 def test_native_chain_equals_reference(engine: object, config: pb.SamplingConfig, case: int) -> None:
-    rng = np.random.default_rng(case)
-    logits = (rng.standard_normal(512) * 3).astype(np.float32)
-    history = [int(t) for t in rng.integers(0, 512, size=12)]
+    row = random_case(case)
+    logits, history = row.logits, row.history
     expected = ReferenceSampler(config, seed=1).probabilities(logits, history)
     got = native_probabilities(engine, config, logits, history)
     assert set(np.flatnonzero(got)) == set(np.flatnonzero(expected)), "the same tokens survive the filters"
     np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+class TestLlamaCppSamplingContract(SamplingContract):
+    """The kit's cases on the public path (the chain the engine builds, on any vocabulary size)."""
+
+    sums_in_float32 = True  # llama.cpp's softmax sums in float32
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def sampling_probabilities(cls) -> SamplingPath:
+        return lambda config, logits, history: sampling_probabilities(config, logits, history)[0]

@@ -1,4 +1,4 @@
-"""Our MLX sampling chain means exactly what SamplingConfig says.
+"""Our MLX sampling chain means exactly what SamplingConfig says (the cases: phi_backends.testing).
 
 1. Same logits and history in: the tokens :func:`filtered_logits` keeps and their
    probabilities equal :class:`ReferenceSampler`'s (the NumPy statement of the semantics).
@@ -16,22 +16,12 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from phi_backends_mlx.sampling import KeyedSampler, SamplingPlan, filtered_logits
+from phi_backends_mlx.sampling import KeyedSampler, SamplingPlan, filtered_logits, sampling_probabilities
 
 import phi_backends as pb
 from phi_backends.sampling import ReferenceSampler
-
-CONFIGS = [
-    pb.SamplingConfig(temperature=1.0),
-    pb.SamplingConfig(temperature=0.7, top_p=0.9),
-    pb.SamplingConfig(temperature=1.3, top_k=40, top_p=0.95, min_p=0.05),
-    pb.SamplingConfig(temperature=0.5, min_p=0.1, repeat_penalty=1.5, repeat_last_n=8),
-    pb.SamplingConfig(temperature=2.0, top_k=5, repeat_penalty=0.8, repeat_last_n=-1),
-    pb.SamplingConfig(temperature=1.0, top_k=1),
-    pb.SamplingConfig(temperature=0.9, top_p=0.5, repeat_penalty=1.2, repeat_last_n=64),
-    pb.SamplingConfig(temperature=0.0, repeat_penalty=1.3),
-    pb.SamplingConfig(temperature=1e-30, top_p=0.9),  # logits / temperature beyond float32's range
-]
+from phi_backends.testing import SAMPLING_CONFIGS, SamplingContract
+from phi_backends.testing.sampling import SamplingPath, random_case
 
 
 def mlx_probabilities(config: pb.SamplingConfig, logits: np.ndarray, history: list[int]) -> np.ndarray:
@@ -44,16 +34,11 @@ def mlx_probabilities(config: pb.SamplingConfig, logits: np.ndarray, history: li
 
 
 def case_logits(case: int, *, ties: bool = False) -> tuple[np.ndarray, list[int]]:
-    rng = np.random.default_rng(case)
-    if ties:  # integers: large groups of exactly equal logits
-        logits = rng.integers(-4, 5, size=512).astype(np.float32)
-    else:
-        logits = (rng.standard_normal(512) * 3).astype(np.float32)
-    history = [int(t) for t in rng.integers(0, 512, size=12)]
-    return logits, history
+    row = random_case(case, ties=ties)
+    return row.logits, row.history
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=repr)
+@pytest.mark.parametrize("config", SAMPLING_CONFIGS, ids=repr)
 @pytest.mark.parametrize("case", range(6))
 def test_filtered_logits_equal_reference(config: pb.SamplingConfig, case: int) -> None:
     logits, history = case_logits(case)
@@ -84,6 +69,17 @@ def test_ties_are_broken_like_the_reference(config: pb.SamplingConfig, case: int
     kept = np.flatnonzero(got)
     boundary = logits[kept].min()
     assert (logits == boundary).sum() > (logits[kept] == boundary).sum() or config.min_p, "a tie straddles the cut"
+
+
+class TestMlxSamplingContract(SamplingContract):
+    """The kit's cases on the path the engine samples with (``sampling_probabilities``)."""
+
+    sums_in_float32 = True  # MLX normalizes with a float32 sum over the vocabulary
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def sampling_probabilities(cls) -> SamplingPath:
+        return lambda config, logits, history: sampling_probabilities(config, logits, history)[0]
 
 
 def test_penalty_window_counts_only_generated_tokens() -> None:

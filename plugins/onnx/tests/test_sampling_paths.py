@@ -24,20 +24,14 @@ import numpy as np
 import onnxruntime_genai as og
 import pytest
 from phi_backends_onnx.engine import replace_last_token
+from phi_backends_onnx.sampling import sampling_probabilities
 
 import phi_backends as pb
 from phi_backends.sampling import ReferenceSampler
+from phi_backends.testing import SAMPLING_CONFIGS, SamplingContract
+from phi_backends.testing.sampling import SamplingPath
 
 GREEDY = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0)
-CONFIGS = [
-    pb.SamplingConfig(temperature=1.0),  # the defaults: penalty 1.2 over 64 generated tokens
-    pb.SamplingConfig(temperature=0.7, top_p=0.9),
-    pb.SamplingConfig(temperature=1.3, top_k=40, top_p=0.95, min_p=0.05),
-    pb.SamplingConfig(temperature=0.5, min_p=0.1, repeat_penalty=1.5, repeat_last_n=8),
-    pb.SamplingConfig(temperature=2.0, top_k=5, repeat_penalty=0.8, repeat_last_n=-1),
-    pb.SamplingConfig(temperature=0.0, repeat_penalty=1.3),  # greedy with a penalty: emulated
-    GREEDY,  # the engine's own argmax
-]
 STEPS = 24
 
 
@@ -128,10 +122,25 @@ def test_engine_greedy_loop_equals_reference(smol: pb.Generator) -> None:
     assert got == reference_tokens(engine, prompt, GREEDY, 0, 48)
 
 
+class TestOnnxSamplingContract(SamplingContract):
+    """The kit's cases on the path generate() takes: the engine's argmax on rows of a loaded model's
+    vocabulary size (plain greedy decoding), the emulation everywhere else."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def sampling_probabilities(cls, phi3: pb.Generator, smol: pb.Generator) -> SamplingPath:
+        engines: dict[int, Any] = {gen.info.vocab_size: gen._engine for gen in (phi3, smol)}
+
+        def path(config: pb.SamplingConfig, logits: np.ndarray, history: Sequence[int]) -> np.ndarray:
+            return sampling_probabilities(config, logits, history, engine=engines.get(logits.size))[0]
+
+        return path
+
+
 # -- emulation ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=repr)
+@pytest.mark.parametrize("config", SAMPLING_CONFIGS, ids=repr)
 def test_smollm2_tokens_equal_reference_loop(smol: pb.Generator, config: pb.SamplingConfig) -> None:
     engine: Any = smol._engine
     prompt = smol.prompt_ids("Tell me about frozen ponds.")
@@ -139,7 +148,7 @@ def test_smollm2_tokens_equal_reference_loop(smol: pb.Generator, config: pb.Samp
     assert got == reference_tokens(engine, prompt, config, 2024, STEPS)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=repr)
+@pytest.mark.parametrize("config", SAMPLING_CONFIGS, ids=repr)
 def test_tiny_phi3_tokens_equal_reference_loop(phi3: pb.Generator, config: pb.SamplingConfig) -> None:
     engine: Any = phi3._engine
     prompt = phi3.prompt_ids("Write a haiku about ice hockey")
@@ -175,7 +184,7 @@ def noisy_folder(smollm2_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -
     return folder
 
 
-@pytest.mark.parametrize("config", [GREEDY, CONFIGS[0]], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("config", [GREEDY, SAMPLING_CONFIGS[0]], ids=["greedy", "sampled"])
 def test_genai_config_search_section_is_ignored(
     smol: pb.Generator, noisy_folder: Path, config: pb.SamplingConfig
 ) -> None:
