@@ -133,11 +133,14 @@ def _check_unique_tokens(info: GGUFInfo) -> None:
     """llama.cpp maps each token's text to its id and asserts that no two share one.
 
     It compares the bytes stored, not decoded text, so the raw strings are compared here too: two
-    different invalid UTF-8 tokens read as the same text but are two tokens to llama.cpp.
+    different invalid UTF-8 tokens read as the same text but are two tokens to llama.cpp. And it
+    first renames an empty token ``[EMPTY_<id>]``, so empty tokens never collide with each other.
     """
     if _TOKENS not in info.kinds:
         return
     tokens: list[bytes] = info.load_array(_TOKENS, raw=True)
+    if b"" in tokens:
+        tokens = [raw or f"[EMPTY_{i}]".encode() for i, raw in enumerate(tokens)]
     if len(set(tokens)) == len(tokens):
         return
     seen: set[bytes] = set()

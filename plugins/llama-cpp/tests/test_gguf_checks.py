@@ -55,6 +55,11 @@ BROKEN: dict[str, tuple[str, Callable[[], bytes], tuple[str, ...]]] = {
         ),
         ("corrupt", "holds the token 'a' twice"),
     ),
+    "empty token named like another": (
+        "a GGUF vocabulary with an empty token and a token named as llama.cpp renames it",
+        lambda: build_gguf(small_model(**{"tokenizer.ggml.tokens": (ARR, (STR, ["<unk>", "", "[EMPTY_1]"]))})),
+        ("corrupt", "holds the token '[EMPTY_1]' twice"),
+    ),
     "integer weights": (
         "a GGUF weight tensor of integer type I32",
         lambda: build_gguf(small_model(), [("token_embd.weight", (4, 3), 26, 0)], data=b"\0" * 48),
@@ -142,6 +147,8 @@ def test_the_kit_reads_these_files(tmp_path: Path) -> None:
         ("plain", {}),
         # llama.cpp compares the bytes stored: two invalid UTF-8 tokens that decode alike are two tokens
         ("invalid utf-8 tokens", {"tokenizer.ggml.tokens": (ARR, (STR, [b"\xff", b"\xfe", b"</s>"]))}),
+        # llama.cpp renames an empty token "[EMPTY_<id>]": two empty tokens are two tokens
+        ("empty tokens", {"tokenizer.ggml.tokens": (ARR, (STR, ["<unk>", "", ""]))}),
         ("usual hyperparameters", {"llama.block_count": (U32, 30), "llama.rope.dimension_count": (U32, 96)}),
         ("empty arrays of any type", {"tokenizer.ggml.merges": (ARR, (U32, []))}),
         ("epsilon 0", {"llama.attention.layer_norm_rms_epsilon": (F32, 0.0)}),
