@@ -1,14 +1,16 @@
-"""A small, strict, pure-Python GGUF reader: check a ``.gguf`` file before llama.cpp sees it.
+"""A small, strict, pure-Python GGUF reader: check a ``.gguf`` file before an engine maps it.
 
-llama.cpp aborts or segfaults on some malformed files (a truncated download, an HTML page saved
-under a ``.gguf`` name, a garbage length field, a tokenizer array of the wrong type). ``read_gguf``
-walks the header, the metadata and the tensor table without loading any tensor data, checks every
-length against the file's size (so garbage never makes it allocate or loop for long), checks that
-every tensor lies inside the file, and raises :class:`~phi_backends.errors.ModelFormatError` with a
-one-line message otherwise. It also refuses what llama.cpp would load and then abort, crash or hang
-on (checked with llama-cpp-python 0.3.36): a layer count outside 1-512, a negative or non-finite norm
-epsilon, a RoPE dimension count that is zero, odd or larger than a head, a context length that does
-not fit llama.cpp's int32, integer or F64 weights, and two tokens with the same text.
+Engines abort or segfault on some malformed files (a truncated download, an HTML page saved under
+a ``.gguf`` name, a garbage length field). ``read_gguf`` walks the header, the metadata and the
+tensor table without loading any tensor data, checks every length against the file's size (so
+garbage never makes it allocate or loop for long), checks that every tensor lies inside the file,
+and raises :class:`~phi_backends.errors.ModelFormatError` with a one-line message otherwise.
+
+It checks only what makes a file well-formed GGUF, what any reader needs in order to find and
+size every value and tensor. What one engine would load and then crash on (for llama.cpp: layer
+counts, norm epsilons, RoPE dimensions, integer weights, duplicate tokens, tokenizer arrays of the
+wrong type or length) is that engine's plugin's check, made from :attr:`GGUFInfo.kinds` (how each
+metadata value is stored) and :meth:`GGUFInfo.load_array`.
 
 Layout (little-endian, versions 2 and 3)::
 
@@ -26,12 +28,11 @@ tokens, scores, token types and merges) are skipped, not decoded: the metadata h
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -47,8 +48,10 @@ __all__ = [
     "SMALL_ARRAY",
     "GGUFArray",
     "GGUFInfo",
+    "GGUFKind",
     "GGUFTensor",
     "GGUFValueType",
+    "quoted",
     "read_gguf",
     "read_tokens",
 ]
@@ -119,20 +122,11 @@ GGML_TYPE_SIZES: dict[int, tuple[int, int]] = {
     23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
     34: (256, 54), 35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18),
 }  # fmt: skip
-# Types that ggml once had and removed: files using them need a newer conversion.
-# ggml types that llama.cpp cannot compute with as weights: it aborts (I32 token_embd) or
-# segfaults (I32 output) on them. No converter writes them for a model's weights.
-_NOT_WEIGHT_TYPES = {24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64"}
+# Types that ggml once had and removed: their block sizes are gone, so no tensor of them can be sized.
 _REMOVED_TYPES = {
     4: "Q4_2", 5: "Q4_3", 31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8",
     36: "IQ4_NL_4_4", 37: "IQ4_NL_4_8", 38: "IQ4_NL_8_8",
 }  # fmt: skip
-
-# llama.cpp reads these arrays' raw data with no type or length check (a mismatch reads out of bounds).
-_TOKENIZER_ARRAYS = {
-    "tokenizer.ggml.scores": GGUFValueType.FLOAT32,
-    "tokenizer.ggml.token_type": GGUFValueType.INT32,
-}
 
 
 @dataclass(frozen=True)
@@ -149,6 +143,28 @@ class GGUFArray:
     @property
     def item_type_name(self) -> str:
         return GGUFValueType(self.item_type).name
+
+
+@dataclass(frozen=True)
+class GGUFKind:
+    """How one metadata value is stored, which its Python value does not say.
+
+    A UINT8 and an INT64 both read as an ``int``, and an empty array has no items to show their
+    type; an engine that reads a value's raw bytes (llama.cpp does) must know the stored type.
+    """
+
+    value_type: GGUFValueType
+    item_type: GGUFValueType | None = None  # arrays only: the type of every item
+    count: int = 0  # arrays only: the number of items
+    offset: int = 0  # arrays only: the file offset of the first item
+
+    @property
+    def is_array(self) -> bool:
+        return self.value_type == GGUFValueType.ARRAY
+
+    def is_array_of(self, item_type: GGUFValueType) -> bool:
+        """An array of ``item_type`` items, or an empty array (whose item type nothing reads)."""
+        return self.is_array and (self.item_type == item_type or self.count == 0)
 
 
 @dataclass(frozen=True)
@@ -175,16 +191,26 @@ class GGUFTensor:
 
 @dataclass(frozen=True)
 class GGUFInfo:
-    """What ``read_gguf`` found: the header, the metadata and the tensor table, all checked."""
+    """What ``read_gguf`` found: the header, the metadata and the tensor table, all checked.
+
+    ``metadata`` maps each key to its value (a :class:`GGUFArray` for a long array); ``kinds``
+    maps the same keys to how each value is stored.
+    """
 
     path: Path
     version: int
     metadata: dict[str, Any] = field(hash=False)
+    kinds: Mapping[str, GGUFKind] = field(hash=False)
     tensor_count: int
     tensors: tuple[GGUFTensor, ...]
     data_offset: int  # file offset of the tensor data section
     file_size: int
     alignment: int = DEFAULT_ALIGNMENT
+
+    @property
+    def label(self) -> str:
+        """How error messages name the file: its path up to 60 characters, else its name."""
+        return _label(self.path)
 
     def _str(self, key: str) -> str | None:
         value = self.metadata.get(key)
@@ -243,17 +269,22 @@ class GGUFInfo:
         """Bytes from ``data_offset`` to the end of the last tensor."""
         return max((t.offset + t.nbytes for t in self.tensors), default=0)
 
-    def load_array(self, key: str) -> list[Any]:
-        """The items of the metadata array ``key``, reading a long one from the file now."""
+    def load_array(self, key: str, *, raw: bool = False) -> list[Any]:
+        """The items of the metadata array ``key``, reading a long one from the file now.
+
+        ``raw``: strings as the bytes stored rather than decoded, for a check that must compare
+        what an engine compares (two different invalid UTF-8 strings decode to the same text).
+        """
         value = self.metadata.get(key)
-        if isinstance(value, list):
+        if isinstance(value, list) and not raw:
             return list(value)
-        if not isinstance(value, GGUFArray):
+        kind = self.kinds.get(key)
+        if kind is None or not kind.is_array or kind.item_type is None:
             raise KeyError(f"{self.path.name} has no metadata array {key!r}")
         with _open(self.path) as (f, size):
             reader = _Reader(f, size, _label(self.path))
-            reader.pos = value.offset
-            return reader.array_items(value.item_type, value.count, f"metadata key {key!r}", 1, decode=True)
+            reader.pos = kind.offset
+            return reader.array_items(kind.item_type, kind.count, f"metadata key {key!r}", 1, decode=True, raw=raw)
 
     def tokens(self) -> list[str]:
         """The token strings of ``tokenizer.ggml.tokens``, in id order (invalid UTF-8 shows as U+FFFD)."""
@@ -297,16 +328,16 @@ def read_gguf(path: Path | str) -> GGUFInfo:
         reader.room(kv_count, _MIN_KV, "the metadata", f"its header claims {kv_count:,} metadata entries")
         metadata, kinds = _read_metadata(reader, kv_count)
         alignment = _alignment(metadata, kinds, label)
-        _check_tokenizer(metadata, kinds, label)
+        _check_tokens(kinds, label)
         reader.room(tensor_count, _MIN_TENSOR_INFO, "the tensor table", f"its header claims {tensor_count:,} tensors")
         tensors = _read_tensor_infos(reader, tensor_count)
         data_offset = -(-reader.pos // alignment) * alignment
     _check_tensor_data(tensors, data_offset, alignment, size, label)
-    _check_hyperparameters(metadata, kinds, label)
     return GGUFInfo(
         path=path,
         version=version,
         metadata=metadata,
+        kinds=kinds,
         tensor_count=tensor_count,
         tensors=tuple(tensors),
         data_offset=data_offset,
@@ -442,9 +473,12 @@ class _Reader:
         return item_type, count
 
     def array_items(
-        self, item_type: int, count: int, what: str, depth: int, *, decode: bool, unique: bool = False
+        self, item_type: int, count: int, what: str, depth: int, *, decode: bool, raw: bool = False
     ) -> list[Any]:
-        """Read (``decode``) or skip ``count`` items at ``pos``; the count already fits the file."""
+        """Read (``decode``) or skip ``count`` items at ``pos``; the count already fits the file.
+
+        ``raw``: strings as bytes, not decoded.
+        """
         if item_type in _FORMATS:
             char, size = _FORMATS[item_type]
             n = count * size
@@ -458,20 +492,19 @@ class _Reader:
             values = list(struct.unpack_from(f"<{count}{char}", self.buf, i))
             return [bool(v) for v in values] if item_type == GGUFValueType.BOOL else values
         if item_type == GGUFValueType.STRING:
-            return self.strings(count, what, decode=decode, unique=unique)
+            return self.strings(count, what, decode=decode, raw=raw)
         items = []
         for _ in range(count):  # arrays of arrays: rare, and each header is at least 12 bytes
             sub_type, sub_count = self.array_header(what, depth + 1)
-            items.append(self.array_items(sub_type, sub_count, what, depth + 1, decode=decode))
+            items.append(self.array_items(sub_type, sub_count, what, depth + 1, decode=decode, raw=raw))
         return items if decode else []
 
-    def strings(self, count: int, what: str, *, decode: bool, unique: bool = False) -> list[str]:
+    def strings(self, count: int, what: str, *, decode: bool, raw: bool = False) -> list[Any]:
         """The hot loop: 200k token strings skip in a few tens of milliseconds.
 
-        ``unique``: fail on two equal strings (llama.cpp aborts on a vocabulary that has them).
+        ``decode``: return the strings (as ``bytes`` if ``raw``), else only check and skip them.
         """
-        out: list[str] = []
-        seen: set[bytes] | None = set() if unique else None
+        out: list[Any] = []
         buf, base, pos, size = self.buf, self.base, self.pos, self.size
         end = base + len(buf)
         unpack = _U64.unpack_from
@@ -491,34 +524,26 @@ class _Reader:
                     )
                 raise self.short(8 + n, what)
             pos += 8
-            if decode or seen is not None:
+            if decode:
                 if pos + n > end:
                     self.pos = pos
                     self.ensure(n, what)
                     buf, base = self.buf, self.base
                     end = base + len(buf)
-                raw = buf[pos - base : pos - base + n]
-                if seen is not None:
-                    if raw in seen:
-                        raise ModelFormatError(
-                            f"{self.label} is corrupt: {what} holds the token {_show(raw.decode('utf-8', 'replace'))} "
-                            "twice (llama.cpp would abort on it); re-download it"
-                        )
-                    seen.add(raw)
-                if decode:
-                    out.append(raw.decode("utf-8", errors="replace"))
+                data = buf[pos - base : pos - base + n]
+                out.append(data if raw else data.decode("utf-8", errors="replace"))
             pos += n
         self.pos = pos
         return out
 
 
-def _read_metadata(r: _Reader, kv_count: int) -> tuple[dict[str, Any], dict[str, tuple[int, int, int]]]:
-    """The key-value pairs, and for each key its (value type, array item type, array length)."""
+def _read_metadata(r: _Reader, kv_count: int) -> tuple[dict[str, Any], dict[str, GGUFKind]]:
+    """The key-value pairs, and how each value is stored."""
     metadata: dict[str, Any] = {}
-    kinds: dict[str, tuple[int, int, int]] = {}
+    kinds: dict[str, GGUFKind] = {}
     for i in range(kv_count):
         key = r.string(f"metadata entry #{i + 1} of {kv_count}")
-        shown = _show(key)
+        shown = quoted(key)
         what = f"metadata key {shown}"
         if key in metadata:
             raise ModelFormatError(f"{r.label} is corrupt: metadata key {shown} appears twice; re-download it")
@@ -530,28 +555,30 @@ def _read_metadata(r: _Reader, kv_count: int) -> tuple[dict[str, Any], dict[str,
             )
         if vtype == GGUFValueType.ARRAY:
             item_type, count = r.array_header(what, 1)
-            kinds[key] = (vtype, item_type, count)
-            unique = key == "tokenizer.ggml.tokens"
+            kinds[key] = GGUFKind(GGUFValueType(vtype), GGUFValueType(item_type), count, r.pos)
             if count <= SMALL_ARRAY:
-                metadata[key] = r.array_items(item_type, count, what, 1, decode=True, unique=unique)
+                metadata[key] = r.array_items(item_type, count, what, 1, decode=True)
             else:
                 metadata[key] = GGUFArray(item_type, count, r.pos)
-                r.array_items(item_type, count, what, 1, decode=False, unique=unique)
+                r.array_items(item_type, count, what, 1, decode=False)
         else:
-            kinds[key] = (vtype, -1, 0)
+            kinds[key] = GGUFKind(GGUFValueType(vtype))
             metadata[key] = r.scalar(vtype, what)
     return metadata, kinds
 
 
-def _alignment(metadata: dict[str, Any], kinds: dict[str, tuple[int, int, int]], label: str) -> int:
+def _alignment(metadata: dict[str, Any], kinds: dict[str, GGUFKind], label: str) -> int:
+    """Where the tensor data starts depends on it, so every reader needs it right: a format error.
+
+    The GGUF spec makes it a UINT32 (llama.cpp asserts that and aborts the whole process).
+    """
     if "general.alignment" not in metadata:
         return DEFAULT_ALIGNMENT
     value = metadata["general.alignment"]
-    if kinds["general.alignment"][0] != GGUFValueType.UINT32:
-        # llama.cpp asserts the type and aborts the whole process.
+    stored = kinds["general.alignment"].value_type
+    if stored != GGUFValueType.UINT32:
         raise ModelFormatError(
-            f"{label} is corrupt: general.alignment must be a UINT32, not "
-            f"{GGUFValueType(kinds['general.alignment'][0]).name}; re-download it"
+            f"{label} is corrupt: general.alignment must be a UINT32, not {stored.name}; re-download it"
         )
     if value == 0 or value & (value - 1):
         raise ModelFormatError(f"{label} is corrupt: general.alignment is {value}, not a power of 2; re-download it")
@@ -559,78 +586,13 @@ def _alignment(metadata: dict[str, Any], kinds: dict[str, tuple[int, int, int]],
     return alignment
 
 
-def _check_tokenizer(metadata: dict[str, Any], kinds: dict[str, tuple[int, int, int]], label: str) -> None:
-    """llama.cpp indexes scores and token types by token id, unchecked: mismatches crash it."""
-    if "tokenizer.ggml.tokens" not in metadata:
-        return
-    vtype, item_type, n_tokens = kinds["tokenizer.ggml.tokens"]
-    if vtype != GGUFValueType.ARRAY or (item_type != GGUFValueType.STRING and n_tokens):
+def _check_tokens(kinds: dict[str, GGUFKind], label: str) -> None:
+    """A format error, not one engine's: the spec defines the vocabulary as strings, and
+    :meth:`GGUFInfo.tokens` and ``vocab_size`` read it as such. The arrays that go with it
+    (scores, token types, merges) only an engine reads: their checks are the engine's."""
+    kind = kinds.get("tokenizer.ggml.tokens")
+    if kind is not None and not kind.is_array_of(GGUFValueType.STRING):
         raise ModelFormatError(f"{label} is corrupt: tokenizer.ggml.tokens is not an array of strings; re-download it")
-    for key, expected in _TOKENIZER_ARRAYS.items():
-        if key not in metadata:
-            continue
-        vtype, item_type, count = kinds[key]
-        if vtype != GGUFValueType.ARRAY or (item_type != expected and count):
-            raise ModelFormatError(f"{label} is corrupt: {key} must be an array of {expected.name}; re-download it")
-        if count != n_tokens:
-            raise ModelFormatError(
-                f"{label} is corrupt: {key} has {count:,} entries but there are {n_tokens:,} tokens; re-download it"
-            )
-    if "tokenizer.ggml.merges" in metadata:
-        vtype, item_type, count = kinds["tokenizer.ggml.merges"]
-        if vtype != GGUFValueType.ARRAY or (item_type != GGUFValueType.STRING and count):
-            raise ModelFormatError(
-                f"{label} is corrupt: tokenizer.ggml.merges is not an array of strings; re-download it"
-            )
-
-
-_INT_TYPES = frozenset(t for t in GGUFValueType if t not in (GGUFValueType.FLOAT32, GGUFValueType.FLOAT64)) - {
-    GGUFValueType.BOOL,
-    GGUFValueType.STRING,
-    GGUFValueType.ARRAY,
-}
-_FLOAT_TYPES = frozenset({GGUFValueType.FLOAT32, GGUFValueType.FLOAT64})
-LLAMA_MAX_LAYERS = 512  # llama.cpp's limit; it aborts outside 1..512
-_INT32_MAX = 2**31 - 1  # llama.cpp returns the training context as an int32
-
-
-def _check_hyperparameters(metadata: dict[str, Any], kinds: dict[str, tuple[int, int, int]], label: str) -> None:
-    """Values llama.cpp loads without checking and then aborts, crashes or hangs on.
-
-    Only scalar values of the usual types are checked; anything else llama.cpp itself refuses.
-    """
-    arch = metadata.get("general.architecture")
-    if not isinstance(arch, str):
-        return
-
-    def scalar(name: str, types: frozenset[int]) -> Any:
-        key = f"{arch}.{name}"
-        return metadata[key] if key in kinds and kinds[key][0] in types else None
-
-    def corrupt(name: str, value: object, need: str) -> ModelFormatError:
-        return ModelFormatError(
-            f"{label} is corrupt: {arch}.{name} is {value!r}, but {need} (llama.cpp would abort or hang); re-download it"
-        )
-
-    layers = scalar("block_count", _INT_TYPES)
-    if layers is not None and not 1 <= layers <= LLAMA_MAX_LAYERS:
-        raise corrupt("block_count", layers, f"a model has 1 to {LLAMA_MAX_LAYERS} layers")
-    context = scalar("context_length", _INT_TYPES)
-    if context is not None and not 1 <= context <= _INT32_MAX:
-        raise corrupt("context_length", context, f"it must be 1 to {_INT32_MAX:,}")
-    for name in ("attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon"):
-        eps = scalar(name, _FLOAT_TYPES)
-        if eps is not None and not (math.isfinite(eps) and eps >= 0):
-            raise corrupt(name, eps, "a norm epsilon is a small positive number")
-    rot = scalar("rope.dimension_count", _INT_TYPES)
-    if rot is not None:
-        head = scalar("attention.key_length", _INT_TYPES)
-        width, heads = scalar("embedding_length", _INT_TYPES), scalar("attention.head_count", _INT_TYPES)
-        if head is None and width and heads:
-            head = width // heads
-        if rot <= 0 or rot % 2 or (head and rot > head):
-            most = f" up to the head size {head}" if head else ""
-            raise corrupt("rope.dimension_count", rot, f"RoPE rotates an even number of dimensions from 2{most}")
 
 
 def _read_tensor_infos(r: _Reader, tensor_count: int) -> list[GGUFTensor]:
@@ -638,7 +600,7 @@ def _read_tensor_infos(r: _Reader, tensor_count: int) -> list[GGUFTensor]:
     seen: set[str] = set()
     for i in range(tensor_count):
         name = r.string(f"tensor info #{i + 1} of {tensor_count}")
-        shown = _show(name)
+        shown = quoted(name)
         what = f"the info of tensor {shown}"
         if name in seen:
             raise ModelFormatError(f"{r.label} is corrupt: tensor name {shown} appears twice; re-download it")
@@ -668,11 +630,6 @@ def _tensor(label: str, name: str, shown: str, shape: tuple[int, ...], ggml_type
             f"{label} has tensor {shown} of unknown ggml type {ggml_type}; the file is corrupt, or newer than "
             "phi-backends: re-download it, or upgrade phi-backends"
         )
-    if ggml_type in _NOT_WEIGHT_TYPES:
-        raise ModelFormatError(
-            f"{label} is corrupt: tensor {shown} has the integer/F64 type {_NOT_WEIGHT_TYPES[ggml_type]}, which "
-            "llama.cpp cannot use for model weights; re-download it"
-        )
     block, type_size = GGML_TYPE_SIZES[ggml_type]
     n = 1
     for d in shape:
@@ -693,12 +650,12 @@ def _check_tensor_data(tensors: list[GGUFTensor], data_offset: int, alignment: i
     for t in placed:
         if t.offset % alignment:
             raise ModelFormatError(
-                f"{label} is corrupt: tensor {_show(t.name)} starts at data offset {t.offset:,}, which is not a "
+                f"{label} is corrupt: tensor {quoted(t.name)} starts at data offset {t.offset:,}, which is not a "
                 f"multiple of the alignment {alignment}; re-download it"
             )
         if previous is not None and t.offset < previous.offset + previous.nbytes:
             raise ModelFormatError(
-                f"{label} is corrupt: the data of tensors {_show(previous.name)} and {_show(t.name)} overlap; "
+                f"{label} is corrupt: the data of tensors {quoted(previous.name)} and {quoted(t.name)} overlap; "
                 "re-download it"
             )
         previous = t
@@ -709,7 +666,7 @@ def _check_tensor_data(tensors: list[GGUFTensor], data_offset: int, alignment: i
         return
     if expected > max(2 * size, 1 << 40):
         raise ModelFormatError(
-            f"{label} is corrupt: tensor {_show(previous.name)} claims data up to byte {expected:,}, far beyond the "
+            f"{label} is corrupt: tensor {quoted(previous.name)} claims data up to byte {expected:,}, far beyond the "
             f"end of the {size:,}-byte file; re-download it"
         )
     raise ModelFormatError(
@@ -726,7 +683,8 @@ def _label(path: Path) -> str:
     return text if len(text) <= 60 else path.name
 
 
-def _show(text: str) -> str:
+def quoted(text: str) -> str:
+    """A name or text as the kit's messages show it: quoted, and cut at 60 characters."""
     return repr(text if len(text) <= 60 else text[:60] + "…")
 
 

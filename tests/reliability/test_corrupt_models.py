@@ -7,7 +7,7 @@ chat template of the wrong type), run to completion. The cases complete what the
 already check: tests/test_gguf.py reads broken GGUFs in-process, and the onnx and mlx plugins'
 test_bad_folders.py run a broken genai_config.json, missing and truncated files, and broken
 configs through the CLI. Here: GGUFs through llama.cpp itself (including the values llama.cpp
-would abort, segfault or hang on, which phi_backends.formats.gguf now refuses), and the empty files,
+would abort, segfault or hang on, which the plugin's gguf_checks refuses), and the empty files,
 folders in the place of files, symlink loops, unreadable files and NaN weights of all three.
 """
 
@@ -86,6 +86,24 @@ def tokens_all_the_same(data: bytes, layout: GGUFLayout) -> bytes:
     (count,) = struct.unpack_from("<Q", data, start + 8)
     items = (struct.pack("<Q", 1) + b"a") * count
     return replace_value(data, "tokenizer.ggml.tokens", struct.pack("<IIQ", 9, 8, count) + items)
+
+
+def tokens_at(at: int, *texts: bytes) -> Callable[[bytes, GGUFLayout], bytes]:
+    """The vocabulary with the tokens from id ``at`` on replaced by ``texts`` (as many as there were)."""
+
+    def edit(data: bytes, layout: GGUFLayout) -> bytes:
+        start, _ = layout.values["tokenizer.ggml.tokens"]
+        (count,) = struct.unpack_from("<Q", data, start + 8)
+        tokens, pos = [], start + 16
+        for _ in range(count):
+            (n,) = struct.unpack_from("<Q", data, pos)
+            tokens.append(data[pos + 8 : pos + 8 + n])
+            pos += 8 + n
+        tokens[at : at + len(texts)] = texts
+        items = b"".join(struct.pack("<Q", len(t)) + t for t in tokens)
+        return replace_value(data, "tokenizer.ggml.tokens", struct.pack("<IIQ", 9, 8, count) + items)
+
+    return edit
 
 
 def nan_weights(data: bytes, layout: GGUFLayout) -> bytes:
@@ -186,6 +204,9 @@ GGUF_CASES = [
          gguf(value("phi3.context_length", 4, "I", 4_000_000_000)), 1, ("context_length is 4000000000",)),
     Case("duplicate-tokens", "llama-cpp", "GGUF vocabulary with the same token text twice",
          gguf(tokens_all_the_same), 1, ("holds the token 'a' twice",)),
+    # llama.cpp renames an empty token "[EMPTY_<id>]" before it looks for duplicates
+    Case("empty-token-named-twice", "llama-cpp", "GGUF vocabulary with an empty token and one named as llama.cpp renames it",
+         gguf(tokens_at(100, b"", b"[EMPTY_100]")), 1, ("holds the token '[EMPTY_100]' twice",)),
     Case("safetensors-named-gguf", "llama-cpp", "safetensors file named .gguf",
          other_file("model.gguf", lambda m: next(m.parent.parent.glob("tiny_phi3-hf-*/model.safetensors"))), 1,
          ("safetensors file",)),
@@ -200,6 +221,7 @@ GGUF_CASES = [
          ("model.gguf",), unreadable=True),
     # odd but harmless: runs
     Case("nan-weights", "llama-cpp", "GGUF whose output weights are all NaN", gguf(nan_weights), 0),
+    Case("empty-tokens", "llama-cpp", "GGUF vocabulary with two empty tokens", gguf(tokens_at(100, b"", b"")), 0),
     Case("template-not-text", "llama-cpp", "GGUF chat template that is a number, not text",
          gguf(value("tokenizer.chat_template", 4, "I", 7)), 0),
     Case("template-not-utf8", "llama-cpp", "GGUF chat template that is not UTF-8",

@@ -22,6 +22,7 @@ from phi_backends import EngineInfo, ModelSource, SamplingConfig
 from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
 from phi_backends.formats.gguf import read_gguf
 
+from .gguf_checks import check_for_llama_cpp
 from .options import DEFAULT_MAX_CTX, EngineOptions
 from .sampling import sampler_chain
 
@@ -44,6 +45,7 @@ def _init_backend(verbose: bool) -> None:
 class LlamaCppEngine:
     def __init__(self, source: ModelSource, options: EngineOptions) -> None:
         gguf = read_gguf(source.path)  # validates header, metadata and tensor extents first
+        check_for_llama_cpp(gguf)  # then what llama.cpp itself would crash on
         _init_backend(options.verbose)
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = options.n_gpu_layers
