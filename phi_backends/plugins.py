@@ -70,6 +70,7 @@ class Registered:
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
 _registry: dict[str, Registered] | None = None
+_formats: Mapping[str, ModelFormat] | None = None  # built once from _registry (detection asks often)
 #: Plugins that are installed but failed to load, with the reason (shown by `phi-backends backends`).
 broken: dict[str, str] = {}
 
@@ -166,13 +167,19 @@ def backends() -> dict[str, Backend]:
 def model_formats() -> Mapping[str, ModelFormat]:
     """Every model format the core can recognise: those :mod:`phi_backends.formats` declares,
     then those registered backends introduce (a name already taken keeps its first meaning)."""
+    global _formats
+    rows = registry()
+    if _formats is not None:
+        return _formats
     from .formats.known import KNOWN_FORMATS  # the kit imports backend.py, which is light
 
     table = {fmt.name: fmt for fmt in KNOWN_FORMATS}
-    for row in registry().values():
+    for row in rows.values():
         for fmt in row.backend.model_formats:
             table.setdefault(fmt.name, fmt)
-    return MappingProxyType(table)
+    with _lock:
+        _formats = MappingProxyType(table)
+        return _formats
 
 
 def get_backend(name: str) -> Backend:
@@ -201,8 +208,9 @@ def get_backend(name: str) -> Backend:
 
 def reset() -> None:
     """Forget loaded plugins (tests that change the environment call this)."""
-    global _manager, _registry
+    global _manager, _registry, _formats
     with _lock:
         _manager = None
         _registry = None
+        _formats = None
         broken.clear()
