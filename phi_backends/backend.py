@@ -2,12 +2,14 @@
 
 The core owns everything that must mean the same on every engine: prompt templates, sampling
 semantics, detokenization, stop strings, end-of-turn handling, usage and timings. An engine
-only tokenizes, maps token ids to bytes, and yields sampled token ids one at a time.
+only tokenizes, maps token ids to bytes, and advances its open sequences by one sampled token
+per step (several in one batch where the engine can), running the core's logits step
+(:mod:`phi_backends.logits`) on each row of logits before its sampler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -19,20 +21,24 @@ from .sampling import SamplingConfig
 if TYPE_CHECKING:
     import numpy as np
 
+    from .logits import LogitsStep
     from .models.catalogue import CatalogueEntry
     from .selection.platform import Platform
 
 __all__ = [
     "Availability",
     "Backend",
+    "Capacity",
     "Engine",
     "EngineInfo",
+    "EngineSequence",
     "Fit",
     "ModelFormat",
     "ModelKind",
     "ModelQuery",
     "ModelSource",
     "ScoringEngine",
+    "SequenceRequest",
     "Verdict",
 ]
 
@@ -73,12 +79,74 @@ class EngineInfo:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """How many sequences an engine advances at once, and the memory they share.
+
+    ``max_sequences`` 1 means the engine cannot batch: the core runs its calls one after another.
+    ``kv_tokens`` is the number of KV-cache cells all running sequences share (llama.cpp's
+    unified cache); None when each sequence has its own cache of ``info.context_length``.
+    The core admits a call only while the prompts and token budgets of the running ones fit it.
+    ``reuses_prefix`` says whether :meth:`Engine.open` can take a prompt's start from the cache
+    of an earlier call.
+    """
+
+    max_sequences: int = 1
+    kv_tokens: int | None = None
+    reuses_prefix: bool = False
+
+
+@dataclass(frozen=True)
+class SequenceRequest:
+    """One call as the core hands it to an engine: the prompt, how to sample, and the budget.
+
+    ``logits_step`` is None when the call needs none; otherwise the engine calls it on the
+    model's logits for this sequence (a writable float32 NumPy row of ``info.vocab_size``, changed
+    in place) after the model and before its sampler reads them, on every token
+    (:mod:`phi_backends.logits` documents the order). ``budget`` is the most tokens the core will
+    ask for (the engine may reserve cache for ``len(prompt_ids) + budget``). ``reuse_prefix``
+    False asks the engine to compute the whole prompt afresh.
+    """
+
+    prompt_ids: tuple[int, ...]
+    config: SamplingConfig
+    seed: int
+    budget: int
+    logits_step: LogitsStep | None = None
+    reuse_prefix: bool = True
+
+
+@runtime_checkable
+class EngineSequence(Protocol):
+    """One sequence inside an engine, from :meth:`Engine.open` until :meth:`release`."""
+
+    @property
+    def reused_tokens(self) -> int:
+        """How many of the prompt's first ids came from the cache of an earlier call (0: none).
+
+        Known once the first :meth:`Engine.step` that included this sequence has returned.
+        """
+        ...
+
+    def release(self) -> None:
+        """The sequence is over: the core will not step it again. The engine frees its slot and
+        may keep its cache (prompt and fed tokens) for a later prompt that starts the same way."""
+        ...
+
+
 @runtime_checkable
 class Engine(Protocol):
-    """One loaded model. Used by one generation at a time (the core serializes calls)."""
+    """One loaded model: a tokenizer, and a step that advances several sequences by a token each.
+
+    The core drives an engine from one thread at a time (its scheduler's worker); ``tokenize``
+    and ``token_bytes`` may also be called from other threads meanwhile.
+    """
 
     @property
     def info(self) -> EngineInfo: ...
+
+    @property
+    def capacity(self) -> Capacity: ...
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
         """Token ids for ``text``, parsing special tokens such as ``<|end|>``."""
@@ -88,14 +156,22 @@ class Engine(Protocol):
         """The bytes a token stands for; ``b""`` for control tokens. Must be cheap."""
         ...
 
-    def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
-        """Yield sampled token ids after ``prompt_ids`` until the iterator is closed.
+    def open(self, request: SequenceRequest) -> EngineSequence:
+        """Start a sequence (no model work yet: the next :meth:`step` computes its prompt).
 
-        ``prompt_ids`` always hold a token besides BOS (the core refuses an empty prompt first).
+        ``request.prompt_ids`` always hold a token besides BOS and fit the context (the core
+        checked). At most ``capacity.max_sequences`` are open at once. Nothing of another call
+        may change what this one generates, beyond floating-point rounding (docs/concurrency.md).
+        """
+        ...
 
-        The engine never stops by itself: the core decides when to stop (end of turn, stop
-        strings, ``max_tokens``, the context limit) and closes the iterator, after which the
-        engine must be ready for the next call, with no state carried over.
+    def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
+        """Advance each open sequence by one sampled token, in one engine batch where it can.
+
+        A sequence in its first step computes its prompt (what the cache did not hold) and
+        samples its first token; later steps feed the token sampled last and sample the next.
+        Returns the sampled ids, one per sequence, in order. The engine never stops a sequence
+        by itself: the core decides (end of turn, stop strings, budget, cancel) and releases it.
         """
         ...
 
@@ -114,7 +190,7 @@ class ScoringEngine(Protocol):
         """The raw logits after each position of ``ids``, fed in one go to a fresh cache.
 
         A float32 array of shape ``(len(ids), vocab)``: row ``i`` scores the token that would
-        follow ``ids[: i + 1]``. Nothing carries over to or from :meth:`Engine.generate`.
+        follow ``ids[: i + 1]``. Nothing carries over to or from the sequences of :meth:`Engine.step`.
         The core calls it only with ``ids`` that are not empty and fit ``info.context_length``.
         """
         ...

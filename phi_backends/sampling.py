@@ -33,6 +33,10 @@ class SamplingConfig:
 
     For each new token, in this order:
 
+    0. **The logits step** (:mod:`phi_backends.logits`), on the model's logits: ``logit_bias`` is
+       added (OpenAI's meaning: -100 bans a token), then, with ``logprobs`` or ``top_logprobs``,
+       the log-probabilities are read (the log-softmax of the logits as they now are: before the
+       penalty, the temperature and the filters below).
     1. **Repetition penalty** (``repeat_penalty``, ``repeat_last_n``). Every *distinct* token among
        the last ``repeat_last_n`` tokens *generated in this call* (the prompt is never counted)
        has its logit divided by ``repeat_penalty`` when positive, multiplied when negative or
@@ -70,6 +74,14 @@ class SamplingConfig:
     stop: tuple[str, ...] = field(
         default=(), metadata={"help": "stop at this string (not part of the output); repeatable"}
     )
+    logit_bias: tuple[tuple[int, float], ...] = field(
+        default=(),
+        metadata={"help": "ID=BIAS: add BIAS in [-100, 100] to a token's logit; -100 bans it; repeatable"},
+    )
+    logprobs: bool = field(default=False, metadata={"help": "report each generated token's log-probability"})
+    top_logprobs: int = field(
+        default=0, metadata={"help": "also report the N most likely tokens at each step, 0 to 20 (implies logprobs)"}
+    )
 
     def __init__(
         self,
@@ -83,6 +95,9 @@ class SamplingConfig:
         seed: int | None = None,
         max_tokens: int = 100,
         stop: str | Iterable[str] = (),
+        logit_bias: Mapping[int | str, float] | Iterable[Any] = (),
+        logprobs: bool = False,
+        top_logprobs: int = 0,
         **unknown: Any,
     ) -> None:
         if unknown:
@@ -97,6 +112,9 @@ class SamplingConfig:
             "seed": _optional(_integer, "seed", seed),
             "max_tokens": _integer("max_tokens", max_tokens),
             "stop": _stop_strings(stop),
+            "logit_bias": _logit_bias(logit_bias),
+            "logprobs": _boolean("logprobs", logprobs),
+            "top_logprobs": _integer("top_logprobs", top_logprobs),
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -116,6 +134,11 @@ class SamplingConfig:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def reports_logprobs(self) -> bool:
+        """Whether each generated token's log-probability is reported (``logprobs`` or ``top_logprobs``)."""
+        return self.logprobs or self.top_logprobs > 0
 
     @property
     def penalizes(self) -> bool:
@@ -145,6 +168,7 @@ class SamplingConfig:
             ),
             (self.seed is None or 0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}"),
             (self.max_tokens > 0, f"max_tokens must be > 0, got {self.max_tokens}"),
+            (0 <= self.top_logprobs <= 20, f"top_logprobs must be in [0, 20], got {self.top_logprobs}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -172,6 +196,67 @@ def _integer(name: str, value: Any) -> int:
             return int(value)
         raise SamplingConfigError(f"{name} must be a whole number, got {value!r}")
     return value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise SamplingConfigError(f"{name} must be true or false, got {value!r}")
+
+
+#: OpenAI's range: -100 bans a token, 100 all but forces it.
+MAX_BIAS = 100.0
+
+
+def _logit_bias(value: Any) -> tuple[tuple[int, float], ...]:
+    """``{id: bias}``, ``[(id, bias)]`` or ``["ID=BIAS"]`` (the CLI's form), as sorted ``(id, bias)`` pairs.
+
+    Ids may be strings of digits (JSON and TOML keys are strings). Whether an id is in the
+    model's vocabulary is checked when a call starts (:meth:`LogitsStep.check`).
+    """
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, Iterable):
+        items = []
+        for item in value:
+            if isinstance(item, str):
+                key, sep, bias = item.partition("=")
+                if not sep:
+                    raise SamplingConfigError(f"logit_bias entries are ID=BIAS, got {item!r}")
+                items.append((key.strip(), bias.strip()))
+            elif isinstance(item, (tuple, list)) and len(item) == 2:
+                items.append((item[0], item[1]))
+            else:
+                raise SamplingConfigError(f"logit_bias entries are (token_id, bias) pairs or ID=BIAS, got {item!r}")
+    else:
+        raise SamplingConfigError(f"logit_bias must map token ids to biases, got {value!r}")
+    biases: dict[int, float] = {}
+    for key, bias in items:
+        token = _token_id(key)
+        if isinstance(bias, str):
+            try:
+                bias = float(bias)
+            except ValueError:
+                raise SamplingConfigError(f"logit_bias for token {token} must be a number, got {bias!r}") from None
+        number = _number(f"logit_bias for token {token}", bias)
+        if not -MAX_BIAS <= number <= MAX_BIAS:
+            raise SamplingConfigError(
+                f"logit_bias for token {token} must be in [-100, 100] (-100 bans it), got {number:g}"
+            )
+        biases[token] = number
+    return tuple(sorted(biases.items()))
+
+
+def _token_id(key: Any) -> int:
+    if isinstance(key, str) and key.strip().isdigit():
+        return int(key)
+    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+        return key
+    raise SamplingConfigError(f"logit_bias keys are token ids (whole numbers >= 0), got {key!r}")
 
 
 def _optional(check: Any, name: str, value: Any) -> Any:
