@@ -179,6 +179,16 @@ def _completion_json(result: Any) -> dict[str, Any]:
         "backend": result.backend,
         "model": result.model,
         "seed": result.seed,
+        **({"logprobs": [_logprob_json(entry) for entry in result.logprobs]} if result.logprobs is not None else {}),
+    }
+
+
+def _logprob_json(entry: Any) -> dict[str, Any]:
+    """One token's log-probability, in the shape of OpenAI's ``logprobs.content`` items (ids, not text)."""
+    return {
+        "token_id": entry.token,
+        "logprob": entry.logprob,
+        "top_logprobs": [{"token_id": token, "logprob": logprob} for token, logprob in entry.top],
     }
 
 
