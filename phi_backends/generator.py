@@ -154,16 +154,32 @@ class Generator:
             return prompt
         return chat_template.render(normalize_messages(prompt), add_generation_prompt=True)
 
-    def score(self, ids: Sequence[int]) -> np.ndarray:
-        """Teacher forcing: the raw logits after each position of ``ids`` (``ScoringEngine.logits``).
+    @property
+    def can_score(self) -> bool:
+        """Whether :meth:`score` works: the engine is a :class:`~phi_backends.backend.ScoringEngine`."""
+        return isinstance(self._engine, ScoringEngine)
 
-        Runs on the worker when no call is running. UsageError when the engine cannot score.
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        """Teacher forcing: the raw logits after each position of ``ids`` (``ScoringEngine.logits``),
+        a float32 array of shape ``(len(ids), vocab)``.
+
+        Runs on the worker between calls (none is running meanwhile). UsageError when the engine
+        cannot score or there are no ids; ContextLengthError when they do not fit.
         """
         engine = self._engine
         if not isinstance(engine, ScoringEngine):
             raise UsageError(f"the {self.backend} engine cannot score token ids (it has no logits method)")
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
+        ids = list(ids)
+        if not ids:
+            raise UsageError("no token ids to score; give at least one")
+        context = self.info.context_length
+        if len(ids) > context:
+            raise ContextLengthError(
+                f"{len(ids)} token ids do not fit the context window of {context}; "
+                "load the model with a larger context (n_ctx) or use shorter prompts"
+            )
         return self._scheduler.exclusive(lambda: engine.logits(ids))
 
     def close(self) -> None:
