@@ -225,6 +225,7 @@ SCRIPT_FORMAT = ModelFormat(
 class ScriptedOptions:
     delay: float = 0.0  # seconds to sleep in each step, so that a test can hold a stream open
     max_sequences: int = 4  # sequences one step advances (the scheduler's batching, without an engine)
+    kv_tokens: int = 0  # KV cells all sequences share, as llama.cpp's unified cache; 0 = each its own
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> ScriptedOptions:
@@ -233,6 +234,8 @@ class ScriptedOptions:
             raise OptionError(f"delay must be a number of seconds >= 0, got {parsed.delay}")
         if not 1 <= parsed.max_sequences <= 256:
             raise OptionError(f"max_sequences must be in [1, 256], got {parsed.max_sequences}")
+        if parsed.kv_tokens < 0:
+            raise OptionError(f"kv_tokens must be >= 0 (0: no shared limit), got {parsed.kv_tokens}")
         return parsed
 
 
@@ -257,7 +260,8 @@ class ScriptedBackend:
 
     def load(self, source: ModelSource, options: Mapping[str, Any]) -> ScriptedEngine:
         parsed = ScriptedOptions.parse(options)
-        return ScriptedEngine(source.path, delay=parsed.delay, max_sequences=parsed.max_sequences)
+        capacity = Capacity(max_sequences=parsed.max_sequences, kv_tokens=parsed.kv_tokens or None)
+        return ScriptedEngine(source.path, delay=parsed.delay, capacity=capacity)
 
 
 class ScriptedPlugin:
@@ -296,11 +300,13 @@ class ScriptedSequence:
 class ScriptedEngine:
     """One loaded script model (see the module's docstring). Also a ``ScoringEngine``."""
 
-    def __init__(self, path: Path | str, *, delay: float = 0.0, max_sequences: int = 4) -> None:
+    def __init__(self, path: Path | str, *, delay: float = 0.0, capacity: Capacity | None = None) -> None:
         path = Path(path)
         data = read_json_object(path, max_bytes=MAX_FILE_BYTES, fix=FIX)
         self._delay = delay
-        self._capacity = Capacity(max_sequences=max_sequences)
+        self._capacity = capacity or Capacity(max_sequences=4)
+        #: how many sequences each step advanced, oldest first: what a test sees of the batching
+        self.batch_sizes: list[int] = []
         try:
             if data.get(MAGIC) != VERSION:
                 raise ValueError(f'its "{MAGIC}" key is not {VERSION}')
@@ -364,6 +370,7 @@ class ScriptedEngine:
         return ScriptedSequence(request)
 
     def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
+        self.batch_sizes.append(len(sequences))
         tokens = []
         for sequence in sequences:
             assert isinstance(sequence, ScriptedSequence)
