@@ -17,6 +17,7 @@ from phi_backends.generator import Generator
 from phi_backends.templates import get_template
 from phi_backends.testing import HAIKU, SCRIPT_TEXT, ScriptedBackend, ScriptedEngine, write_script_model
 from phi_backends.testing.contract import run_in_threads
+from tests.bad_inputs import expect_api_error
 
 GREEDY = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0, max_tokens=32)
 LONG = pb.SamplingConfig(temperature=1.0, seed=5, max_tokens=12)
@@ -156,25 +157,38 @@ def test_an_engine_failure_is_one_generation_error_and_the_generator_goes_on() -
 
 def test_bad_logits_step_inputs_are_one_line_errors(tiny: Path) -> None:
     with load(tiny) as gen:
-        with pytest.raises(SamplingConfigError, match="vocabulary has ids 0 to"):
+        with pytest.raises(SamplingConfigError) as raised:
             gen.stream(HAIKU, GREEDY.replace(logit_bias={10**6: 1.0}))
-        with pytest.raises(UsageError, match="config must be a SamplingConfig"):
+        expect_api_error(
+            raised.value, SamplingConfigError, "vocabulary has ids 0 to", what="logit_bias id outside the vocabulary"
+        )
+        with pytest.raises(UsageError) as raised:
             gen.stream(HAIKU, {"temperature": 0})  # type: ignore[arg-type]
-        with pytest.raises(SamplingConfigError, match="vocabulary"):
+        expect_api_error(
+            raised.value, UsageError, "config must be a SamplingConfig", what="a dict where a SamplingConfig goes"
+        )
+        with pytest.raises(SamplingConfigError) as raised:
             asyncio.run(gen.agenerate(HAIKU, GREEDY.replace(logit_bias={10**6: 1.0})))
-    for bad, message in [
-        ({1: float("nan")}, "finite"),
-        ({1: 100.5}, r"\[-100, 100\]"),
-        ({-1: 1.0}, "token ids"),
-        ({"one": 1.0}, "token ids"),
-        (["5"], "ID=BIAS"),
-        ({1: "much"}, "must be a number"),
+        expect_api_error(
+            raised.value, SamplingConfigError, "vocabulary", what="logit_bias id outside the vocabulary (async)"
+        )
+    for bad, needle, what in [
+        ({1: float("nan")}, "finite", "logit_bias with a non-finite bias"),
+        ({1: 100.5}, "[-100, 100]", "logit_bias outside [-100, 100]"),
+        ({-1: 1.0}, "token ids", "logit_bias with a negative id"),
+        ({"one": 1.0}, "token ids", "logit_bias with an id that is no number"),
+        (["5"], "ID=BIAS", "logit_bias entry without ="),
+        ({1: "much"}, "must be a number", "logit_bias with a bias that is no number"),
     ]:
-        with pytest.raises(SamplingConfigError, match=message):
+        with pytest.raises(SamplingConfigError) as raised:
             pb.SamplingConfig(logit_bias=bad)
+        expect_api_error(raised.value, SamplingConfigError, needle, what=what)
     for top in (-1, 21):
-        with pytest.raises(SamplingConfigError, match=r"top_logprobs must be in \[0, 20\]"):
+        with pytest.raises(SamplingConfigError) as raised:
             pb.SamplingConfig(top_logprobs=top)
+        expect_api_error(
+            raised.value, SamplingConfigError, "top_logprobs must be in [0, 20]", what=f"top_logprobs={top}"
+        )
     with pytest.raises(OptionError, match="max_sequences"):
         load(tiny, max_sequences=0)
 
