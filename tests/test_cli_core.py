@@ -65,7 +65,8 @@ def test_backends_without_plugins_say_how_to_install() -> None:
         ("--logit-bias with a bias above 100", ["run", "--logit-bias", "5=150"], 2, "must be in [-100, 100]"),
         ("--logit-bias without =", ["run", "--logit-bias", "5"], 2, "ID=BIAS"),
         ("--logit-bias with a non-finite bias", ["run", "--logit-bias", "5=nan"], 2, "finite"),
-        ("--top-logprobs 21", ["run", "--top-logprobs", "21"], 2, "top_logprobs must be in [0, 20]"),
+        ("--top-logprobs 21", ["run", "--json", "--top-logprobs", "21"], 2, "top_logprobs must be in [0, 20]"),
+        ("--logprobs without --json", ["run", "--logprobs", "hi"], 2, "add --json"),
     ],
 )  # fmt: skip
 def test_errors_are_one_line(what: str, args: list[str], code: int, needle: str) -> None:

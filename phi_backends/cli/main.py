@@ -131,6 +131,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--system needs a chat template; drop --raw or put the system text in the prompt")
     if args.raw and args.template:
         raise UsageError("--raw and --template exclude each other")
+    if (args.logprobs or args.top_logprobs) and not args.json:
+        raise UsageError("log-probabilities are printed only in the --json output; add --json")
     messages: Any = prompt if args.raw else _messages(prompt, args.system)
 
     from ..api import load_with_flags  # imports plugins (and, on load, an engine) only now
