@@ -9,6 +9,7 @@ strings, stop at the model family's end-of-turn tokens, and report usage and tim
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -68,6 +69,7 @@ class Generator:
         self.sampling = sampling if sampling is not None else SamplingConfig()
         self.reuse_prefix = reuse_prefix
         self._scheduler = Scheduler(engine, backend=backend)
+        self._calls: weakref.WeakSet[Call] = weakref.WeakSet()  # every call a stream may still read
         self._lock = threading.Lock()
         self._eog_cache: dict[str, frozenset[int]] = {}
         self._closed = False
@@ -187,6 +189,9 @@ class Generator:
         threads are let finish first. After this every call raises UsageError."""
         me = threading.get_ident()
         self._closed = True
+        for call in list(self._calls):  # finished calls too: what they buffered is not read any more
+            if call.owner == me:
+                call.close()
         self._scheduler.close(drop=lambda call: call.owner == me)
         with self._lock:
             if not self._engine_closed:
@@ -254,6 +259,7 @@ class Generator:
             )
             call = Call(request, text=text, eog=eog, backend=self.backend, model=self.model, deliver=deliver)
             self._scheduler.submit(call)
+            self._calls.add(call)
             return call
 
         return start
