@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from onnx_drive import Run, drive
+from phi_backends_onnx.sequence import reusable_prefix, rope_switch
 
 import phi_backends as pb
 from phi_backends.backend import ScoringEngine
@@ -154,3 +155,19 @@ def test_logprobs_are_the_log_softmax_of_the_model_logits(gen: pb.Generator, con
         for alternative, value in got.top:
             assert value == pytest.approx(expected[i, alternative], abs=1e-4)
         assert got.top[0][1] == pytest.approx(expected[i].max(), abs=1e-4)
+
+
+def test_no_reuse_across_phi3s_rope_switch(phi3: pb.Generator) -> None:
+    """Past 4,096 tokens onnxruntime-genai runs Phi-3 with its long RoPE factors (and recomputes
+    the cache with them): a cache computed on one side of the switch is never reused for a
+    prompt on the other side, where a fresh generator would compute other values."""
+    engine: Any = phi3._engine
+    prompt = phi3.prompt_ids(TURNS[0])
+    drive(engine, prompt, GREEDY, 0, 4)
+    kept = engine._kept
+    longer = [*prompt, *phi3.prompt_ids(" More.", template=None)]
+    assert (rope_switch("phi3"), rope_switch("llama")) == (4096, None)
+    assert reusable_prefix(kept, longer, len(longer) + 4, rope_switch("phi3")) > 0
+    kept.long_rope = True  # as if it had run past the switch
+    assert reusable_prefix(kept, longer, len(longer) + 4, rope_switch("phi3")) == 0
+    assert drive(engine, longer, GREEDY, 0, 4).reused == 0
