@@ -1,35 +1,41 @@
 """An ONNX Runtime GenAI model folder loaded in onnxruntime-genai.
 
-Every call runs a new ``og.Generator`` (a fresh KV cache; nothing carries over between calls)
-whose ``max_length`` (prompt + generated tokens, in this engine) is the prompt plus
-``max_tokens``, capped by the context. The engine's own sampler is used only where it is
-provably the same as :class:`~phi_backends.SamplingConfig`:
+One sequence at a time (``Capacity.max_sequences`` 1): onnxruntime-genai's generator batches
+are static on the CPU, so the core serializes calls. Each call runs on an ``og.Generator``
+whose ``max_length`` (prompt + generated tokens, in this engine) bounds what it can hold; when a
+call ends its generator is kept, and the next call whose prompt starts with the ids it holds
+rewinds it to that prefix and appends only the rest (:mod:`.sequence`). The engine's own
+sampler is used only where it is provably the same as :class:`~phi_backends.SamplingConfig`:
 
-- greedy decoding without a repetition penalty, on the CPU provider: the engine's own argmax
-  (``do_sample=False``), tested against :class:`~phi_backends.sampling.ReferenceSampler`
-  (highest logit, lowest id on a tie);
-- everything else is emulated: the raw logits (``get_logits``) go through ReferenceSampler,
-  and the chosen token is forced with ``set_logits`` + ``generate_next_token`` (the engine's
-  sampler then has one candidate). The engine's own temperature comes before its filters as
-  ours does, but its repetition penalty counts the prompt, it has no min_p, and its random
-  stream cannot be reproduced, so it is never used.
+- greedy decoding without a repetition penalty, on the CPU provider, for a call with no logits
+  step: the engine's own argmax (``do_sample=False``), tested against
+  :class:`~phi_backends.sampling.ReferenceSampler` (highest logit, lowest id on a tie);
+- everything else is emulated: the raw logits (``get_logits``) go through the core's logits
+  step and then ReferenceSampler, and the chosen token is forced with ``set_logits`` +
+  ``generate_next_token`` (the engine's sampler then has one candidate). The engine's own
+  temperature comes before its filters as ours does, but its repetition penalty counts the
+  prompt, it has no min_p, and its random stream cannot be reproduced, so it is never used.
 
 The engine's end-of-sequence handling never decides anything: every id in
 ``genai_config.json``'s ``eos_token_id`` is in ``info.eog_token_ids``, so the core stops at
 it before the engine would end the sequence.
+
+onnxruntime-genai holds the GIL in ``append_tokens`` and ``generate_next_token`` (measured:
+a sleeping ticker thread got no turn during a 500-id ``append_tokens``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import onnxruntime_genai as og
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
+from phi_backends.backend import Capacity, EngineSequence, SequenceRequest
 from phi_backends.errors import (
     BackendUnavailableError,
     GenerationError,
@@ -44,8 +50,22 @@ from phi_backends.sampling import ReferenceSampler
 from .genai_folder import CONFIG_NAME, GenaiFolder, read_genai_folder
 from .options import EngineOptions
 from .providers import Installation, canonical_provider, check_usable
+from .sequence import (
+    REWINDING_DEVICES,
+    KeptGenerator,
+    OnnxSequence,
+    check_not_done,
+    replace_last_token,
+    reusable_prefix,
+    rope_switch,
+)
 from .tokenizer_folder import template_free_folder
 
+__all__ = ["NATIVE_GREEDY_DEVICES", "OnnxEngine", "replace_last_token"]
+
+#: The fewest tokens a new generator has room for, so that a short chat reuses it turn after turn
+#: (1,024 tokens of fp32 cache: 46 MiB for SmolLM2-135M, 768 MiB for Phi-3-mini).
+RESERVED_LENGTH = 1024
 #: Where the engine's argmax is tested to be ReferenceSampler's greedy choice (tests/test_sampling_paths.py).
 NATIVE_GREEDY_DEVICES = frozenset({"CPU"})
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -71,6 +91,9 @@ class OnnxEngine:
         self._device = str(self._model.device_type)
         self._native_greedy = self._device in NATIVE_GREEDY_DEVICES
         self._vocab = genai.vocab_size
+        self._model_type = genai.model_type
+        self._kept: KeptGenerator | None = None
+        self._capacity = Capacity(max_sequences=1, kv_tokens=None, reuses_prefix=self._device in REWINDING_DEVICES)
         self._token_bytes = facts.token_bytes
         self._bos = folder_bos_token_id(facts, genai.bos_token_id)
         # onnxruntime-genai's encode() adds no BOS (0.8+); should a tokenizer ever add one, drop it.
@@ -113,20 +136,32 @@ class OnnxEngine:
         table = self._token_bytes
         return table[token_id] if 0 <= token_id < len(table) else b""
 
-    def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
+    @property
+    def capacity(self) -> Capacity:
+        return self._capacity
+
+    def open(self, request: SequenceRequest) -> EngineSequence:
         self._check_open()
-        generator = self._new_generator(min(self._info.context_length, len(prompt_ids) + config.max_tokens))
-        try:
-            generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
-            if self.uses_engine_greedy(config):
-                yield from self._engine_greedy(generator)
-            else:
-                yield from self._emulated(generator, ReferenceSampler(config, seed))
-        finally:
-            del generator  # frees the KV cache now, not at the next garbage collection
+        native = self.uses_engine_greedy(request.config) and request.logits_step is None
+        sampler = None if native else ReferenceSampler(request.config, request.seed)
+        return OnnxSequence(request=request, native=native, sampler=sampler, owner=self)
+
+    def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
+        self._check_open()
+        return [self._step(self._own(sequence)) for sequence in sequences]
+
+    def keep(self, sequence: OnnxSequence) -> None:
+        """Called by ``sequence.release()``: keep its generator for a later prompt, if it is sound."""
+        generator = sequence.generator
+        if generator is None or sequence.broken or self._model is None or not sequence.generated:
+            return
+        switch = rope_switch(self._model_type)
+        long_rope = sequence.long_rope or (switch is not None and int(generator.token_count()) > switch)
+        self._kept = KeptGenerator(generator, sequence.max_length, long_rope)
 
     def uses_engine_greedy(self, config: SamplingConfig) -> bool:
-        """Whether ``generate`` picks tokens with the engine's own argmax (else: emulation)."""
+        """Whether a call with ``config`` and no logits step picks tokens with the engine's own
+        argmax (else: emulation)."""
         return self._native_greedy and config.greedy and not config.penalizes
 
     def engine_argmax(self, logits: np.ndarray) -> int:
@@ -142,34 +177,92 @@ class OnnxEngine:
         finally:
             del generator
 
-    def _engine_greedy(self, generator: Any) -> Iterator[int]:
-        """The engine's own argmax: the engine's loop exactly, as fast as it gets."""
-        while True:
-            self._check_not_done(generator)
-            generator.generate_next_token()
-            yield int(generator.get_next_tokens()[0])
+    def _own(self, sequence: EngineSequence) -> OnnxSequence:
+        if not isinstance(sequence, OnnxSequence) or sequence.owner is not self:
+            raise GenerationError("this sequence was not opened by this onnxruntime-genai model")
+        if sequence.released:
+            raise GenerationError("this sequence was released; open a new one")
+        return sequence
 
-    def _emulated(self, generator: Any, sampler: ReferenceSampler) -> Iterator[int]:
-        """Raw logits through ReferenceSampler; the chosen token is forced on the engine.
+    def _step(self, sequence: OnnxSequence) -> int:
+        try:
+            if sequence.generator is None:
+                self._start(sequence)
+            else:
+                check_not_done(sequence.generator)
+            token = self._engine_greedy(sequence) if sequence.native else self._emulated(sequence)
+        except BaseException:
+            sequence.broken = True
+            raise
+        sequence.generated.append(token)
+        return token
+
+    def _start(self, sequence: OnnxSequence) -> None:
+        """The first step: the prompt, or what a kept generator does not hold of it, goes in."""
+        request = sequence.request
+        prompt = request.prompt_ids
+        need = min(self._info.context_length, len(prompt) + request.budget)
+        switch = rope_switch(self._model_type)
+        kept, self._kept = self._kept, None
+        if kept is not None and request.reuse_prefix and self._device in REWINDING_DEVICES:
+            common = reusable_prefix(kept, prompt, need, switch)
+            if common:
+                try:
+                    kept.generator.rewind_to(common)
+                    kept.generator.append_tokens(np.asarray(prompt[common:], dtype=np.int32))
+                except Exception:  # a provider that cannot rewind after all: start afresh below
+                    pass
+                else:
+                    sequence.generator, sequence.max_length, sequence.long_rope = (
+                        kept.generator,
+                        kept.max_length,
+                        kept.long_rope,
+                    )
+                    sequence.reused = common
+                    return
+        del kept  # frees its KV cache before the new one is allocated
+        # The cache is allocated whole up front (its size, and the time to create it, grow with
+        # max_length), and a kept generator is reused only while it has room: room for twice
+        # this call, and at least RESERVED_LENGTH tokens, lets the next turns of a chat (this
+        # prompt, the answer, a new message, the same budget) reuse it, at most doubling the
+        # cache of a single call past that floor.
+        sequence.max_length = min(self._info.context_length, max(2 * need, RESERVED_LENGTH))
+        sequence.long_rope = switch is not None and len(prompt) > switch
+        generator = self._new_generator(sequence.max_length)
+        sequence.generator = generator
+        generator.append_tokens(np.asarray(prompt, dtype=np.int32))
+
+    def _engine_greedy(self, sequence: OnnxSequence) -> int:
+        """The engine's own argmax: the engine's loop exactly, as fast as it gets."""
+        generator = sequence.generator
+        generator.generate_next_token()
+        return int(generator.get_next_tokens()[0])
+
+    def _emulated(self, sequence: OnnxSequence) -> int:
+        """Raw logits through the logits step and ReferenceSampler; the chosen token is forced on the engine.
 
         Forcing (``set_logits`` with one finite logit, then the engine's greedy step) rather than
         ``append_tokens`` works on every provider: DirectML cannot append to a running sequence.
+        The token is forced at once, so that after any step the generator holds what the
+        engine's own greedy step would leave: the sampled token in the sequence, not yet in the cache.
         """
-        generated: list[int] = []
-        forced = np.full((1, self._vocab), -np.inf, dtype=np.float32)
-        previous = 0
-        while True:
-            self._check_not_done(generator)
-            token = sampler.sample(generator.get_logits().reshape(-1), generated)
-            generated.append(token)
-            yield token
-            forced[0, previous] = -np.inf
-            forced[0, token] = 0.0
-            previous = token
-            generator.set_logits(forced)
-            generator.generate_next_token()
-            if int(generator.get_next_tokens()[0]) != token:
-                replace_last_token(generator, token)
+        generator, sampler, step = sequence.generator, sequence.sampler, sequence.request.logits_step
+        assert sampler is not None
+        row = generator.get_logits().reshape(-1)  # a fresh, writable float32 copy on every call
+        if step is not None:
+            step(row)
+        token = sampler.sample(row, sequence.generated)
+        forced = sequence.forced
+        if forced is None:
+            forced = sequence.forced = np.full((1, self._vocab), -np.inf, dtype=np.float32)
+        elif sequence.generated:
+            forced[0, sequence.generated[-1]] = -np.inf
+        forced[0, token] = 0.0
+        generator.set_logits(forced)
+        generator.generate_next_token()
+        if int(generator.get_next_tokens()[0]) != token:
+            replace_last_token(generator, token)
+        return token
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Teacher forcing (:class:`phi_backends.backend.ScoringEngine`): the logits after every position.
@@ -197,6 +290,7 @@ class OnnxEngine:
             del generator
 
     def close(self) -> None:
+        self._kept = None  # its generator before the model it runs
         self._tokenizer = None
         self._model = None
 
@@ -261,22 +355,6 @@ class OnnxEngine:
     def _check_open(self) -> None:
         if self._model is None:
             raise GenerationError("this onnxruntime-genai model was closed; load it again")
-
-    @staticmethod
-    def _check_not_done(generator: Any) -> None:
-        if generator.is_done():  # the core stops first (end of sequence, max_tokens); never reached
-            raise GenerationError("onnxruntime-genai ended the sequence before phi-backends stopped it")
-
-
-def replace_last_token(generator: Any, token: int) -> None:
-    """Put ``token`` in place of the engine's own last choice.
-
-    ``generate_next_token`` can recompute the logits we set and choose by itself: for Phi-3
-    models onnxruntime-genai re-runs the whole sequence when it reaches 4097 tokens (to switch
-    RoPE factors). The engine's token is then replaced by ours, on the recomputed cache.
-    """
-    generator.rewind_to(generator.token_count() - 1)
-    generator.append_tokens(np.asarray([token], dtype=np.int32))
 
 
 def _configured_provider(genai: GenaiFolder, installation: Installation) -> str:

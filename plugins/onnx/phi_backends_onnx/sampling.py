@@ -1,7 +1,7 @@
 """How the onnx backend chooses a token, as one function (see :mod:`.engine` for the two paths).
 
-Greedy decoding without a repetition penalty on the CPU provider is the engine's own argmax;
-everything else is :class:`~phi_backends.sampling.ReferenceSampler` on the raw logits, the
+Greedy decoding without a repetition penalty on the CPU provider, in a call with no logits step,
+is the engine's own argmax; everything else is :class:`~phi_backends.sampling.ReferenceSampler` on the raw logits, the
 chosen token then forced on the engine.
 """
 
@@ -29,7 +29,7 @@ def sampling_probabilities(
     seed: int = 0,
     engine: OnnxEngine | None = None,
 ) -> tuple[np.ndarray, int]:
-    """What ``engine.generate`` does with ``logits`` after generating ``history``.
+    """What the engine's step does with ``logits`` after generating ``history`` (no logits step).
 
     Returns the distribution the next token is drawn from (one-hot for greedy decoding) and
     the token the first step of a call with ``seed`` takes. Without an ``engine`` the

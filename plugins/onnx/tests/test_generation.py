@@ -3,12 +3,12 @@ ends the sequence itself at its EOS ids, and it has its own notion of a context 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from onnx_drive import drive
 
 import phi_backends as pb
 from phi_backends.testing import SCRIPT_TEXT
@@ -74,10 +74,8 @@ def test_the_engine_hands_its_end_of_sequence_id_to_the_core(phi3: pb.Generator,
     """<|end|> is an EOS id of this folder: onnxruntime-genai would end the sequence there by
     itself. The engine yields it like any token, and it is in the set the core stops at."""
     engine: Any = phi3._engine
-    stream = engine.generate(phi3.prompt_ids("Write a haiku about ice hockey"), config.replace(max_tokens=20), 0)
-    first = list(itertools.islice(stream, len(SCRIPT_IDS) + 1))
-    stream.close()
-    assert first == [*SCRIPT_IDS, END_ID]
+    run = drive(engine, phi3.prompt_ids("Write a haiku about ice hockey"), config, 0, 20)
+    assert run.tokens == [*SCRIPT_IDS, END_ID]
     assert END_ID in engine.info.eog_token_ids
     out = phi3.generate("Write a haiku about ice hockey", config)
     assert (out.text, out.finish_reason, out.token_ids) == (SCRIPT_TEXT, "stop", SCRIPT_IDS)

@@ -13,7 +13,6 @@ And the folder's own search settings (genai_config.json "search") never leak int
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnxruntime_genai as og
 import pytest
+from onnx_drive import drive
 from phi_backends_onnx.engine import replace_last_token
 from phi_backends_onnx.sampling import sampling_probabilities
 
@@ -69,17 +69,10 @@ def _params(model: Any, max_length: int) -> Any:
 
 
 def engine_tokens(engine: Any, prompt: Sequence[int], config: pb.SamplingConfig, seed: int, n: int) -> list[int]:
-    """The engine's own stream, stopped as the core stops it (after n tokens or an end-of-generation id)."""
-    stream = engine.generate(prompt, config.replace(max_tokens=n), seed)
-    out: list[int] = []
-    try:
-        for token in itertools.islice(stream, n):
-            out.append(token)
-            if token in engine.info.eog_token_ids:
-                break
-    finally:
-        stream.close()
-    return out
+    """The engine's own steps, stopped as the core stops them (after n tokens or an end-of-generation id).
+
+    ``reuse=False``: every call here starts on a fresh generator, as the reference loop does."""
+    return drive(engine, prompt, config, seed, n, reuse=False).tokens
 
 
 # -- the engine's argmax ----------------------------------------------------------------------------
@@ -123,7 +116,7 @@ def test_engine_greedy_loop_equals_reference(smol: pb.Generator) -> None:
 
 
 class TestOnnxSamplingContract(SamplingContract):
-    """The kit's cases on the path generate() takes: the engine's argmax on rows of a loaded model's
+    """The kit's cases on the path a call without a logits step takes: the engine's argmax on rows of a loaded model's
     vocabulary size (plain greedy decoding), the emulation everywhere else."""
 
     @pytest.fixture(scope="class")
