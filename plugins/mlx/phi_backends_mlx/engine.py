@@ -14,13 +14,15 @@ was imported (mlx-lm builds its own module-level stream on whatever the default 
 import time), and two models on different devices can live in one process. We never change
 the process-wide default. The stream is one per device for the whole process (thread-local:
 each thread gets its own), not one per engine: MLX never frees a stream, and each holds a
-thread, so a stream per engine leaked a thread on every load.
+thread, so a stream per engine leaked a thread on every load. For the same reason an engine
+computes only on a thread lent from :mod:`.threads`, never on the core's worker threads.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import threading
+import weakref
 from collections.abc import Generator, Sequence
 from typing import Any
 
@@ -41,6 +43,7 @@ from .model_folder import DEFAULT_CONTEXT, ModelFolder
 from .options import EngineOptions
 from .sampling import SamplingPlan
 from .sequence import LogitsBridge, MlxSequence, PrefixCache
+from .threads import give_back, lend
 
 MLX_LM_VERSION = importlib.metadata.version("mlx-lm")
 
@@ -73,7 +76,14 @@ class MlxEngine:
         self._model: Any = None
         self._running: MlxSequence | None = None  # the one open sequence (Capacity.max_sequences 1)
         self._prefix = PrefixCache()
-        self._model, self._tokenizer, eos_ids = self._load(folder, options)
+        # Every MLX computation of this engine runs on this thread (.threads says why).
+        self._thread = lend()
+        self._returned = weakref.finalize(self, give_back, self._thread)
+        try:
+            self._model, self._tokenizer, eos_ids = self._thread.run(self._load, folder, options)
+        except BaseException:
+            self._returned()
+            raise
         self._token_bytes = facts.token_bytes
         self._bos_id = folder_bos_token_id(facts, self._tokenizer.bos_token_id)
         self._info = engine_info_from_folder(
@@ -132,6 +142,9 @@ class MlxEngine:
         return sequence
 
     def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
+        return self._thread.run(self._step, sequences)
+
+    def _step(self, sequences: Sequence[EngineSequence]) -> list[int]:
         return [self._advance(sequence) for sequence in sequences]
 
     def _advance(self, sequence: EngineSequence) -> int:
@@ -150,6 +163,9 @@ class MlxEngine:
         return token
 
     def _release(self, sequence: MlxSequence) -> None:
+        self._thread.run(self._finish, sequence)
+
+    def _finish(self, sequence: MlxSequence) -> None:
         if sequence is not self._running:
             return  # released already
         self._running = None
@@ -204,6 +220,9 @@ class MlxEngine:
         The ids go through the model in ``prefill_step_size`` chunks on a fresh cache, as
         ``generate_step`` feeds a prompt.
         """
+        return self._thread.run(self._logits, ids)
+
+    def _logits(self, ids: Sequence[int]) -> np.ndarray:
         model = self._check_open()
         n = len(ids)  # the core checked 0 < n <= context_length
         step = self._options.prefill_step_size
@@ -226,6 +245,7 @@ class MlxEngine:
             self._model = self._tokenizer = None
             self._token_bytes = ()
             mx.clear_cache()
+        self._returned()  # the thread goes back to be lent again (once, however often close is called)
 
     # -- internals -------------------------------------------------------------------------
 
