@@ -2,8 +2,10 @@
 
 The core renders the chat template (the folder's own, sandboxed) and decides when to stop;
 here we load the weights with mlx-lm's ``load_model``, tokenize with the folder's
-Hugging Face tokenizer, and yield the ids ``generate_step`` samples with our own sampling
-pieces (:mod:`.sampling`).
+Hugging Face tokenizer, and advance one call at a time (``Capacity.max_sequences`` 1): each
+call is a ``generate_step`` of its own, sampling with our own pieces (:mod:`.sampling`), that
+each :meth:`MlxEngine.step` takes one token from. The cache a call leaves is kept for the next
+call's prompt (:mod:`.sequence`).
 
 Device: every engine runs everything (loading, prompt processing, decoding) on an MLX stream
 of the device it was asked for: ``generate_step`` takes the stream as an argument. So the
@@ -12,14 +14,16 @@ was imported (mlx-lm builds its own module-level stream on whatever the default 
 import time), and two models on different devices can live in one process. We never change
 the process-wide default. The stream is one per device for the whole process (thread-local:
 each thread gets its own), not one per engine: MLX never frees a stream, and each holds a
-thread, so a stream per engine leaked a thread on every load.
+thread, so a stream per engine leaked a thread on every load. For the same reason an engine
+computes only on a thread lent from :mod:`.threads`, never on the core's worker threads.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import threading
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import mlx.core as mx
@@ -29,7 +33,8 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import _get_classes, load_model
 from transformers import AutoTokenizer
 
-from phi_backends import EngineInfo, ModelSource, SamplingConfig
+from phi_backends import EngineInfo, ModelSource
+from phi_backends.backend import Capacity, EngineSequence, SequenceRequest
 from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
 from phi_backends.formats.hf_folder import engine_info_from_folder, folder_bos_token_id
 from phi_backends.formats.hf_tokenizer import HFTokenizerFacts
@@ -37,8 +42,14 @@ from phi_backends.formats.hf_tokenizer import HFTokenizerFacts
 from .model_folder import DEFAULT_CONTEXT, ModelFolder
 from .options import EngineOptions
 from .sampling import SamplingPlan
+from .sequence import LogitsBridge, MlxSequence, PrefixCache
+from .threads import give_back, lend
 
 MLX_LM_VERSION = importlib.metadata.version("mlx-lm")
+
+#: One call at a time: each call runs its own ``generate_step``. The last call's cache is kept
+#: for the next prompt that starts the same way (:mod:`.sequence`).
+CAPACITY = Capacity(max_sequences=1, kv_tokens=None, reuses_prefix=True)
 
 _streams: dict[str, Any] = {}
 _streams_lock = threading.Lock()
@@ -63,7 +74,16 @@ class MlxEngine:
         self._device = mx.gpu if options.device == "gpu" else mx.cpu
         self._stream = _device_stream(self._device)
         self._model: Any = None
-        self._model, self._tokenizer, eos_ids = self._load(folder, options)
+        self._running: MlxSequence | None = None  # the one open sequence (Capacity.max_sequences 1)
+        self._prefix = PrefixCache()
+        # Every MLX computation of this engine runs on this thread (.threads says why).
+        self._thread = lend()
+        self._returned = weakref.finalize(self, give_back, self._thread)
+        try:
+            self._model, self._tokenizer, eos_ids = self._thread.run(self._load, folder, options)
+        except BaseException:
+            self._returned()
+            raise
         self._token_bytes = facts.token_bytes
         self._bos_id = folder_bos_token_id(facts, self._tokenizer.bos_token_id)
         self._info = engine_info_from_folder(
@@ -105,20 +125,75 @@ class MlxEngine:
         table = self._token_bytes
         return table[token_id] if 0 <= token_id < len(table) else b""  # ids past the tokenizer: padding rows
 
-    def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
+    @property
+    def capacity(self) -> Capacity:
+        return CAPACITY
+
+    def open(self, request: SequenceRequest) -> MlxSequence:
+        model = self._check_open()
+        if self._running is not None:
+            raise GenerationError("this MLX model runs one call at a time; release the open one first")
+        cache, reused = self._prefix.take(request.prompt_ids, reuse=request.reuse_prefix)
+        if cache is None:
+            cache = make_prompt_cache(model, max_kv_size=self._options.max_kv_size)
+        bridge = LogitsBridge(request.logits_step) if request.logits_step is not None else None
+        sequence = MlxSequence(request, cache, reused, on_release=self._release, bridge=bridge)
+        self._running = sequence
+        return sequence
+
+    def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
+        return self._thread.run(self._step, sequences)
+
+    def _step(self, sequences: Sequence[EngineSequence]) -> list[int]:
+        return [self._advance(sequence) for sequence in sequences]
+
+    def _advance(self, sequence: EngineSequence) -> int:
+        if sequence is not self._running or not isinstance(sequence, MlxSequence):
+            raise GenerationError("this MLX sequence was released, or belongs to another model")
+        if sequence.tokens is None:
+            sequence.tokens = self._run(sequence)
+        try:
+            token = next(sequence.tokens)
+        except BaseException:
+            sequence.failed = True
+            raise
+        sequence.generated.append(token)
+        if sequence.bridge is not None:
+            sequence.bridge.settle()
+        return token
+
+    def _release(self, sequence: MlxSequence) -> None:
+        self._thread.run(self._finish, sequence)
+
+    def _finish(self, sequence: MlxSequence) -> None:
+        if sequence is not self._running:
+            return  # released already
+        self._running = None
+        if sequence.tokens is not None:
+            sequence.tokens.close()
+        if not sequence.failed and self._model is not None:
+            self._prefix.keep(sequence.cache, [*sequence.request.prompt_ids, *sequence.generated])
+
+    def _run(self, sequence: MlxSequence) -> Generator[int, None, None]:
+        """``generate_step`` on what the sequence's cache does not hold yet, a token per ``next``."""
         model = self._check_open()
         options = self._options
-        plan = SamplingPlan(config, seed, len(prompt_ids))
+        request = sequence.request
+        fed = sequence.fed
+        # The penalty window counts from the first id generate_step is given (its `tokens`):
+        # with a reused prefix, that is the first id not reused, never the prompt's start.
+        plan = SamplingPlan(request.config, request.seed, len(fed))
+        processors = [*([sequence.bridge] if sequence.bridge else []), *(plan.logits_processors or [])]
         with mx.stream(self._stream):
-            prompt = mx.array(list(prompt_ids), dtype=mx.int32)
+            prompt = mx.array(list(fed), dtype=mx.int32)
         steps = generate_step(
             prompt,
             model,
             self._stream,
             max_tokens=-1,  # the core decides when to stop
             sampler=plan.sampler,
-            logits_processors=plan.logits_processors,
-            prompt_cache=make_prompt_cache(model, max_kv_size=options.max_kv_size),  # fresh: nothing carries over
+            logits_processors=processors or None,
+            prompt_cache=sequence.cache,
             max_kv_size=options.max_kv_size,
             prefill_step_size=options.prefill_step_size,
             kv_bits=options.kv_bits,
@@ -145,6 +220,9 @@ class MlxEngine:
         The ids go through the model in ``prefill_step_size`` chunks on a fresh cache, as
         ``generate_step`` feeds a prompt.
         """
+        return self._thread.run(self._logits, ids)
+
+    def _logits(self, ids: Sequence[int]) -> np.ndarray:
         model = self._check_open()
         n = len(ids)  # the core checked 0 < n <= context_length
         step = self._options.prefill_step_size
@@ -159,11 +237,15 @@ class MlxEngine:
         return np.concatenate(rows) if len(rows) > 1 else rows[0]
 
     def close(self) -> None:
+        if self._running is not None:
+            self._running.release()
+        self._prefix.clear()
         if self._model is not None:
             # Drop the tokenizer too: a closed Generator the caller still holds must not keep it.
             self._model = self._tokenizer = None
             self._token_bytes = ()
             mx.clear_cache()
+        self._returned()  # the thread goes back to be lent again (once, however often close is called)
 
     # -- internals -------------------------------------------------------------------------
 

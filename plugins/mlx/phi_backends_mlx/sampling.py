@@ -99,8 +99,12 @@ class KeyedSampler:
 
 
 class SamplingPlan:
-    """What one ``generate`` call hands to ``generate_step``: ``sampler`` and ``logits_processors``
-    (both None on the native greedy path)."""
+    """What one call hands to ``generate_step``: ``sampler`` and ``logits_processors``
+    (both None on the native greedy path).
+
+    ``prompt_length`` is how many ids ``generate_step`` is given as its prompt: with a prefix
+    taken from the cache, only the prompt's rest, not the whole prompt.
+    """
 
     def __init__(self, config: SamplingConfig, seed: int, prompt_length: int) -> None:
         self.native = config.greedy and not config.penalizes
@@ -110,7 +114,8 @@ class SamplingPlan:
             return
 
         def process(tokens: Any, logits: Any) -> Any:
-            # generate_step passes every token so far, the prompt first; the penalty sees only ours
+            # generate_step passes every id it was given or sampled, its prompt first (never the
+            # ids a reused cache held before it); the penalty sees only the sampled ones
             return filtered_logits(config, logits, tokens[prompt_length:])
 
         self.logits_processors = [process]
@@ -126,7 +131,7 @@ def sampling_probabilities(
 ) -> tuple[np.ndarray, int]:
     """What one step of the engine does with ``logits`` after generating ``history``.
 
-    The same pieces as ``MlxEngine.generate`` hands to ``generate_step`` (our logits processor
+    The same pieces as ``MlxEngine.step`` hands to ``generate_step`` (our logits processor
     and sampler, or mlx-lm's own greedy sampler), applied as ``generate_step`` applies them.
     Returns the distribution the next token is drawn from (one-hot for greedy decoding) and
     the token drawn by the first step of a call with ``seed``.

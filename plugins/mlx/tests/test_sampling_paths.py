@@ -19,6 +19,7 @@ import pytest
 from phi_backends_mlx.sampling import KeyedSampler, SamplingPlan, filtered_logits, sampling_probabilities
 
 import phi_backends as pb
+from phi_backends.backend import SequenceRequest
 from phi_backends.sampling import ReferenceSampler
 from phi_backends.testing import SAMPLING_CONFIGS, SamplingContract
 from phi_backends.testing.sampling import SamplingPath, random_case
@@ -138,11 +139,12 @@ def reference_ids(gen: pb.Generator, prompt: list[int], config: pb.SamplingConfi
 
 
 def engine_ids(gen: pb.Generator, prompt: list[int], config: pb.SamplingConfig, n: int) -> list[int]:
-    tokens = gen._engine.generate(prompt, config, seed=0)
+    engine = gen._engine  # type: ignore[attr-defined]
+    sequence = engine.open(SequenceRequest(tuple(prompt), config, seed=0, budget=n, reuse_prefix=False))
     try:
-        return [next(tokens) for _ in range(n)]
+        return [engine.step([sequence])[0] for _ in range(n)]
     finally:
-        tokens.close()  # type: ignore[attr-defined]
+        sequence.release()
 
 
 @pytest.mark.parametrize(
