@@ -10,6 +10,7 @@ from .api import explain, load
 from .backend import (
     Availability,
     Backend,
+    Capacity,
     Engine,
     EngineInfo,
     Fit,
@@ -35,8 +36,9 @@ from .errors import (
     UnknownModelError,
     UsageError,
 )
-from .generator import Chunk, Completion, Generator, Stream, Timings, Usage
+from .generator import AsyncStream, Chunk, Completion, Generator, Stream, Timings, Usage
 from .hookspecs import hookimpl
+from .logits import TokenLogprob
 from .sampling import SamplingConfig
 from .selection.choice import Explanation
 from .selection.platform import Platform
@@ -44,9 +46,11 @@ from .selection.platform import Platform
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncStream",
     "Availability",
     "Backend",
     "BackendUnavailableError",
+    "Capacity",
     "Chunk",
     "Completion",
     "ConfigError",
@@ -72,6 +76,7 @@ __all__ = [
     "Stream",
     "TemplateError",
     "Timings",
+    "TokenLogprob",
     "UnknownBackendError",
     "UnknownModelError",
     "Usage",

@@ -9,7 +9,7 @@ per step (several in one batch where the engine can), running the core's logits 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -39,6 +39,7 @@ __all__ = [
     "ModelSource",
     "ScoringEngine",
     "SequenceRequest",
+    "SerialEngine",
     "Verdict",
 ]
 
@@ -176,6 +177,40 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class SerialEngine:
+    """A base for engines that run one sequence at a time, each as an iterator of sampled ids.
+
+    Subclass it and write :meth:`tokens`; it provides :attr:`capacity` (one sequence, no prefix
+    reuse), :meth:`open` and :meth:`step`. An engine that batches or reuses caches implements
+    the :class:`Engine` protocol itself.
+    """
+
+    capacity: Capacity = Capacity()
+
+    def tokens(self, request: SequenceRequest) -> Iterator[int]:
+        """Yield sampled ids after ``request.prompt_ids`` until closed (the core stops it), running
+        ``request.logits_step`` on each row of logits when it is not None."""
+        raise NotImplementedError
+
+    def open(self, request: SequenceRequest) -> EngineSequence:
+        return _IteratorSequence(self.tokens(request))
+
+    def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
+        return [next(sequence.tokens) for sequence in sequences if isinstance(sequence, _IteratorSequence)]
+
+
+class _IteratorSequence:
+    reused_tokens = 0
+
+    def __init__(self, tokens: Iterator[int]) -> None:
+        self.tokens = tokens
+
+    def release(self) -> None:
+        close = getattr(self.tokens, "close", None)
+        if close is not None:
+            close()
 
 
 @runtime_checkable

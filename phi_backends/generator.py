@@ -9,21 +9,24 @@ strings, stop at the model family's end-of-turn tokens, and report usage and tim
 from __future__ import annotations
 
 import threading
-import time
-import weakref
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from .backend import Engine, EngineInfo
-from .errors import ContextLengthError, GenerationError, PhiBackendsError, UsageError
+from .backend import Capacity, Engine, EngineInfo, ScoringEngine, SequenceRequest
+from .errors import ContextLengthError, UsageError
+from .logits import LogitsStep
 from .sampling import SamplingConfig
+from .scheduling import AsyncStream, Call, Chunk, Completion, FinishReason, Scheduler, Stream, Timings, Usage
+from .scheduling.scheduler import CLOSED_MESSAGE
+from .scheduling.streams import Starter
 from .streaming import TextAssembler
 from .templates import ChatTemplate, Message, get_template, normalize_messages
 
-__all__ = ["Chunk", "Completion", "FinishReason", "Generator", "Stream", "Timings", "Usage"]
+if TYPE_CHECKING:
+    import numpy as np
 
-FinishReason = Literal["stop", "length", "cancelled"]
+__all__ = ["AsyncStream", "Chunk", "Completion", "FinishReason", "Generator", "Stream", "Timings", "Usage"]
+
 Prompt: TypeAlias = "str | Sequence[Message]"
 TemplateArg: TypeAlias = "str | ChatTemplate | None"
 AUTO = "auto"
@@ -31,87 +34,21 @@ AUTO = "auto"
 EMPTY_PROMPT = "the prompt is empty: it gives the model no tokens to continue (BOS aside); give some text"
 
 
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Wall-clock figures for one call, in seconds and tokens per second."""
-
-    time_to_first_token: float
-    prompt_tokens_per_second: float
-    decode_tokens_per_second: float
-    total: float
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One piece of a stream. The last chunk has a ``finish_reason``, ``usage`` and ``timings``."""
-
-    text: str
-    finish_reason: FinishReason | None = None
-    usage: Usage | None = None
-    timings: Timings | None = None
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    finish_reason: FinishReason
-    usage: Usage
-    timings: Timings
-    seed: int
-    backend: str
-    model: str
-    token_ids: tuple[int, ...] = field(default=(), repr=False)
-
-
-class Stream(Iterator[Chunk]):
-    """An iterator of :class:`Chunk` s for one call.
-
-    ``close()`` (or leaving a ``for`` loop over it that then gets garbage-collected) stops the
-    engine at once; ``cancel()`` (safe from another thread or a signal handler) ends the
-    stream after the current token with ``finish_reason="cancelled"``. Either way the
-    Generator is ready for the next call. After the last chunk, :attr:`completion` holds
-    the whole result.
-    """
-
-    def __init__(self, start: Callable[[Stream], Iterator[Chunk]]) -> None:
-        self._cancel = threading.Event()
-        self.completion: Completion | None = None
-        self._run = start(self)
-
-    def __iter__(self) -> Stream:
-        return self
-
-    def __next__(self) -> Chunk:
-        return next(self._run)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def close(self) -> None:
-        self._run.close()  # type: ignore[attr-defined]
-
-
 class Generator:
-    """A loaded model behind one backend. Thread-safe: calls are served one at a time.
+    """A loaded model behind one backend. Thread-safe and asyncio-friendly.
+
+    Calls from several threads or tasks run at once: the Generator's worker advances them
+    together in one engine batch where the engine can batch (llama.cpp), up to
+    :attr:`max_sequences` at a time; the others wait for a free slot (docs/concurrency.md).
 
     :attr:`sampling` is the :class:`SamplingConfig` a call uses when it is given none (from
     the config's ``[sampling]`` table when :func:`phi_backends.load` made this Generator). A
     config given to a call is used whole, not merged with it; to change one field of the
     defaults, pass ``gen.sampling.replace(max_tokens=20)``.
+
+    :attr:`reuse_prefix` (default True): a call whose prompt starts with the ids of an earlier
+    call's prompt and output continues from that KV cache, where the engine can
+    (:attr:`capacity`); set it to False to compute every prompt afresh.
     """
 
     def __init__(
@@ -122,21 +59,33 @@ class Generator:
         model: str,
         template: ChatTemplate | None,
         sampling: SamplingConfig | None = None,
+        reuse_prefix: bool = True,
     ) -> None:
         self._engine = engine
         self.backend = backend
         self.model = model
         self.template = template
         self.sampling = sampling if sampling is not None else SamplingConfig()
+        self.reuse_prefix = reuse_prefix
+        self._scheduler = Scheduler(engine, backend=backend)
         self._lock = threading.Lock()
-        self._owner: int | None = None
-        self._active: weakref.ref[Stream] | None = None
         self._eog_cache: dict[str, frozenset[int]] = {}
         self._closed = False
+        self._engine_closed = False
 
     @property
     def info(self) -> EngineInfo:
         return self._engine.info
+
+    @property
+    def capacity(self) -> Capacity:
+        """How many calls the engine runs at once, and whether it reuses prompt caches."""
+        return self._engine.capacity
+
+    @property
+    def max_sequences(self) -> int:
+        """How many calls run at once (1: one after another); further calls wait for a slot."""
+        return self._scheduler.max_sequences
 
     # -- public API -----------------------------------------------------------------------
 
@@ -146,35 +95,53 @@ class Generator:
         A str is one user message rendered with the chat template, or the prompt text itself
         when ``template=None`` (raw mode). ``template`` may also name a built-in template.
         ``config`` left out uses :attr:`sampling`. The prompt is checked (template, not empty,
-        context length) before this returns.
+        context length, logit_bias ids) before this returns, and the call starts at once.
         """
-        config = config if config is not None else self.sampling
-        chat_template = self._template_for(template)
-        prompt_ids = self.prompt_ids(prompt, template=chat_template)
-        if _is_empty(prompt_ids, add_bos=self.info.add_bos):
-            raise UsageError(EMPTY_PROMPT)
-        context = self.info.context_length
-        if len(prompt_ids) >= context:
-            raise ContextLengthError(
-                f"the prompt is {len(prompt_ids)} tokens but the context window is {context}; "
-                "shorten the prompt or load the model with a larger context (n_ctx)"
-            )
-        return Stream(lambda stream: self._run(stream, prompt_ids, config, chat_template))
+        return Stream(self._prepare(prompt, config, template), self._on_close)
 
     def generate(
         self, prompt: Prompt, config: SamplingConfig | None = None, *, template: TemplateArg = AUTO
     ) -> Completion:
         """Like :meth:`stream`, returning the whole :class:`Completion` at the end."""
         stream = self.stream(prompt, config, template=template)
-        for _ in stream:
-            pass
+        try:
+            for _ in stream:
+                pass
+        finally:
+            stream.close()
+        assert stream.completion is not None
+        return stream.completion
+
+    def astream(
+        self, prompt: Prompt, config: SamplingConfig | None = None, *, template: TemplateArg = AUTO
+    ) -> AsyncStream:
+        """Like :meth:`stream`, for asyncio: ``async for chunk in gen.astream(...)``.
+
+        Never blocks the event loop: the prompt is prepared in a thread and the engine runs on
+        the Generator's worker. The prompt's errors are raised by the first step of the loop.
+        Cancelling the reading task ends the call and frees its slot.
+        """
+        if self._closed:
+            raise UsageError(CLOSED_MESSAGE)
+        return AsyncStream(lambda: self._prepare(prompt, config, template), self._on_close)
+
+    async def agenerate(
+        self, prompt: Prompt, config: SamplingConfig | None = None, *, template: TemplateArg = AUTO
+    ) -> Completion:
+        """Like :meth:`generate`, for asyncio (``await gen.agenerate(...)``)."""
+        stream = self.astream(prompt, config, template=template)
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            await stream.aclose()
         assert stream.completion is not None
         return stream.completion
 
     def prompt_ids(self, prompt: Prompt, *, template: TemplateArg = AUTO) -> list[int]:
         """The token ids the engine is fed for ``prompt``: rendered once, tokenized once."""
         if self._closed:
-            raise UsageError("this Generator is closed; load the model again")
+            raise UsageError(CLOSED_MESSAGE)
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
         return self._engine.tokenize(self.render(prompt, template=chat_template), add_bos=self.info.add_bos)
 
@@ -187,13 +154,43 @@ class Generator:
             return prompt
         return chat_template.render(normalize_messages(prompt), add_generation_prompt=True)
 
+    @property
+    def can_score(self) -> bool:
+        """Whether :meth:`score` works: the engine is a :class:`~phi_backends.backend.ScoringEngine`."""
+        return isinstance(self._engine, ScoringEngine)
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        """Teacher forcing: the raw logits after each position of ``ids`` (``ScoringEngine.logits``),
+        a float32 array of shape ``(len(ids), vocab)``.
+
+        Runs on the worker between calls (none is running meanwhile). UsageError when the engine
+        cannot score or there are no ids; ContextLengthError when they do not fit.
+        """
+        engine = self._engine
+        if not isinstance(engine, ScoringEngine):
+            raise UsageError(f"the {self.backend} engine cannot score token ids (it has no logits method)")
+        if self._closed:
+            raise UsageError(CLOSED_MESSAGE)
+        ids = list(ids)
+        if not ids:
+            raise UsageError("no token ids to score; give at least one")
+        context = self.info.context_length
+        if len(ids) > context:
+            raise ContextLengthError(
+                f"{len(ids)} token ids do not fit the context window of {context}; "
+                "load the model with a larger context (n_ctx) or use shorter prompts"
+            )
+        return self._scheduler.exclusive(lambda: engine.logits(ids))
+
     def close(self) -> None:
-        """Free the engine. A stream open in this thread is closed first; one running in
-        another thread is waited for."""
-        self._close_own_stream()
+        """Free the engine. Calls made from this thread end at once; calls running for other
+        threads are let finish first. After this every call raises UsageError."""
+        me = threading.get_ident()
+        self._closed = True
+        self._scheduler.close(drop=lambda call: call.owner == me)
         with self._lock:
-            if not self._closed:
-                self._closed = True
+            if not self._engine_closed:
+                self._engine_closed = True
                 self._engine.close()
 
     def __enter__(self) -> Generator:
@@ -202,10 +199,67 @@ class Generator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> Generator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.close)
+
     def __repr__(self) -> str:
         return f"<Generator model={self.model!r} backend={self.backend!r}>"
 
     # -- internals -------------------------------------------------------------------------
+
+    def _prepare(self, prompt: Prompt, config: SamplingConfig | None, template: TemplateArg) -> Starter:
+        """Check and tokenize the prompt now; return what queues the call."""
+        if self._closed:
+            raise UsageError(CLOSED_MESSAGE)
+        if config is None:
+            config = self.sampling
+        elif not isinstance(config, SamplingConfig):
+            raise UsageError(
+                f"config must be a SamplingConfig, got {type(config).__name__}; "
+                "build one with SamplingConfig(...) or SamplingConfig.from_mapping(...)"
+            )
+        info = self.info
+        LogitsStep.check(config, info.vocab_size)
+        chat_template = self._template_for(template)
+        prompt_ids = self.prompt_ids(prompt, template=chat_template)
+        if _is_empty(prompt_ids, add_bos=info.add_bos):
+            raise UsageError(EMPTY_PROMPT)
+        context = info.context_length
+        if len(prompt_ids) >= context:
+            raise ContextLengthError(
+                f"the prompt is {len(prompt_ids)} tokens but the context window is {context}; "
+                "shorten the prompt or load the model with a larger context (n_ctx)"
+            )
+        budget = min(config.max_tokens, context - len(prompt_ids))
+        eog = self._eog_ids(chat_template)
+        ids = tuple(prompt_ids)
+        reuse = self.reuse_prefix
+
+        def start(deliver: Callable[[Any], None]) -> Call:
+            request = SequenceRequest(
+                prompt_ids=ids,
+                config=config,
+                seed=config.resolved_seed(),
+                budget=budget,
+                logits_step=LogitsStep.for_call(config, info.vocab_size),
+                reuse_prefix=reuse,
+            )
+            text = TextAssembler(
+                self._engine.token_bytes, stops=config.stop, strip_leading_space=info.strip_leading_space
+            )
+            call = Call(request, text=text, eog=eog, backend=self.backend, model=self.model, deliver=deliver)
+            self._scheduler.submit(call)
+            return call
+
+        return start
+
+    def _on_close(self, call: Call) -> None:
+        self._scheduler.wake()
 
     def _template_for(self, template: TemplateArg) -> ChatTemplate | None:
         if template is None or isinstance(template, ChatTemplate):
@@ -219,6 +273,8 @@ class Generator:
                     "(phi3, phi3.5, phi4, phi4-mini, chatml) or use raw mode (template=None, --raw)"
                 )
             return self.template
+        if not isinstance(template, str):
+            raise UsageError(f"template must be a template name, a ChatTemplate or None, got {type(template).__name__}")
         return get_template(template)
 
     def _eog_ids(self, template: ChatTemplate | None) -> frozenset[int]:
@@ -234,99 +290,6 @@ class Generator:
             self._eog_cache[key] = frozenset(ids)
         return self._eog_cache[key]
 
-    def _close_own_stream(self) -> None:
-        """Close a stream left suspended by this thread (waiting on it would deadlock)."""
-        if self._owner == threading.get_ident() and self._active is not None:
-            previous = self._active()
-            if previous is not None:
-                previous.close()
-
-    def _acquire(self) -> None:
-        self._close_own_stream()
-        self._lock.acquire()
-        self._owner = threading.get_ident()
-        if self._closed:
-            self._release()
-            raise UsageError("this Generator is closed; load the model again")
-
-    def _release(self) -> None:
-        self._owner = None
-        self._active = None
-        self._lock.release()
-
-    def _run(
-        self, stream: Stream, prompt_ids: list[int], config: SamplingConfig, template: ChatTemplate | None
-    ) -> Iterator[Chunk]:
-        self._acquire()
-        try:
-            self._active = weakref.ref(stream)
-            yield from self._generate(stream, prompt_ids, config, template)
-        finally:
-            self._release()
-
-    def _generate(
-        self, stream: Stream, prompt_ids: list[int], config: SamplingConfig, template: ChatTemplate | None
-    ) -> Iterator[Chunk]:
-        info = self.info
-        budget = min(config.max_tokens, info.context_length - len(prompt_ids))  # stream() checked it is >= 1
-        eog = self._eog_ids(template)
-        seed = config.resolved_seed()
-        text = TextAssembler(self._engine.token_bytes, stops=config.stop, strip_leading_space=info.strip_leading_space)
-        pieces: list[str] = []
-        generated: list[int] = []
-        finish: FinishReason = "length"
-        start = time.perf_counter()
-        first = last = 0.0
-        drawn = 0
-        tokens = self._engine.generate(prompt_ids, config, seed)
-        try:
-            for token in tokens:
-                last = time.perf_counter()
-                if drawn == 0:
-                    first = last
-                drawn += 1
-                if token in eog:
-                    finish = "stop"
-                    break
-                generated.append(token)
-                piece = text.add(token)
-                if piece:
-                    pieces.append(piece)
-                    yield Chunk(piece)
-                if text.stopped:
-                    finish = "stop"
-                    break
-                if len(generated) >= budget:
-                    break
-                if stream.cancelled:
-                    finish = "cancelled"
-                    break
-        except PhiBackendsError:
-            raise
-        except Exception as exc:  # an engine failure must not surface as a bare traceback
-            raise GenerationError(f"{self.backend} failed while generating: {type(exc).__name__}: {exc}") from exc
-        finally:
-            tokens.close()  # type: ignore[attr-defined]
-        tail = text.finish()
-        if text.stopped and finish == "length":  # a stop string the matcher could only settle at the end
-            finish = "stop"
-        if tail:
-            pieces.append(tail)
-        end = time.perf_counter()
-        usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(generated))
-        timings = _timings(start, first, last, end, len(prompt_ids), drawn)
-        stream.completion = Completion(
-            text="".join(pieces),
-            finish_reason=finish,
-            usage=usage,
-            timings=timings,
-            seed=seed,
-            backend=self.backend,
-            model=self.model,
-            token_ids=tuple(generated),
-        )
-        yield Chunk(tail, finish_reason=finish, usage=usage, timings=timings)
-
 
 def _is_empty(prompt_ids: Sequence[int], *, add_bos: bool) -> bool:
     """Whether the prompt holds no token but the BOS the tokenizer adds.
@@ -341,16 +304,3 @@ def _is_empty(prompt_ids: Sequence[int], *, add_bos: bool) -> bool:
     if not prompt_ids:
         return True
     return add_bos and all(token == prompt_ids[0] for token in prompt_ids)
-
-
-def _timings(start: float, first: float, last: float, end: float, prompt_tokens: int, drawn: int) -> Timings:
-    if drawn == 0:
-        return Timings(0.0, 0.0, 0.0, end - start)
-    ttft = first - start
-    decode = (drawn - 1) / (last - first) if drawn > 1 and last > first else 0.0
-    return Timings(
-        time_to_first_token=ttft,
-        prompt_tokens_per_second=prompt_tokens / ttft if ttft > 0 else 0.0,
-        decode_tokens_per_second=decode,
-        total=end - start,
-    )

@@ -239,10 +239,10 @@ def _logit_bias(value: Any) -> tuple[tuple[int, float], ...]:
         token = _token_id(key)
         if isinstance(bias, str):
             try:
-                bias = float(bias)
+                number = float(bias)
             except ValueError:
                 raise SamplingConfigError(f"logit_bias for token {token} must be a number, got {bias!r}") from None
-        number = _number(f"logit_bias for token {token}", bias)
+        number = _number(f"logit_bias for token {token}", number if isinstance(bias, str) else bias)
         if not -MAX_BIAS <= number <= MAX_BIAS:
             raise SamplingConfigError(
                 f"logit_bias for token {token} must be in [-100, 100] (-100 bans it), got {number:g}"

@@ -104,6 +104,9 @@ def test_text_output_is_toml_that_gives_the_same_config(project: Path, user: Pat
         "repeat_last_n": 64,
         "max_tokens": 100,
         "stop": ["\n\n", '"end"'],
+        "logit_bias": [],
+        "logprobs": False,
+        "top_logprobs": 0,
     }
     assert written["llama-cpp"] == {"n_ctx": 2048, "flash_attn": True}
     assert written["onnx"] == {"provider_options": {"device_id": "0"}}

@@ -29,6 +29,9 @@ def test_help_lists_every_sampling_field() -> None:
         "--seed",
         "--max-tokens",
         "--stop",
+        "--logit-bias",
+        "--logprobs",
+        "--top-logprobs",
         "--stats",
         "--json",
         "--raw",
@@ -59,6 +62,11 @@ def test_backends_without_plugins_say_how_to_install() -> None:
         ("--model naming no file and no catalogue entry", ["run", "--model", "nonexistent-model-name"], 2,
          "unknown model"),
         ("--provider cuda with -O provider=cpu", ["run", "--provider", "cuda", "-O", "provider=cpu"], 2, "disagree"),
+        ("--logit-bias with a bias above 100", ["run", "--logit-bias", "5=150"], 2, "must be in [-100, 100]"),
+        ("--logit-bias without =", ["run", "--logit-bias", "5"], 2, "ID=BIAS"),
+        ("--logit-bias with a non-finite bias", ["run", "--logit-bias", "5=nan"], 2, "finite"),
+        ("--top-logprobs 21", ["run", "--json", "--top-logprobs", "21"], 2, "top_logprobs must be in [0, 20]"),
+        ("--logprobs without --json", ["run", "--logprobs", "hi"], 2, "add --json"),
     ],
 )  # fmt: skip
 def test_errors_are_one_line(what: str, args: list[str], code: int, needle: str) -> None:

@@ -7,11 +7,11 @@ the model adds a BOS.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import pytest
 
-from phi_backends.backend import EngineInfo
+from phi_backends.backend import EngineInfo, SequenceRequest, SerialEngine
 from phi_backends.errors import UsageError
 from phi_backends.generator import EMPTY_PROMPT, Generator
 from phi_backends.sampling import SamplingConfig
@@ -22,7 +22,7 @@ BOS = 256
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=3)
 
 
-class ByteEngine:
+class ByteEngine(SerialEngine):
     """One token per UTF-8 byte (ids 0-255), BOS 256; "samples" the byte ``x`` forever."""
 
     def __init__(self, *, add_bos: bool) -> None:
@@ -55,8 +55,8 @@ class ByteEngine:
     def token_bytes(self, token_id: int) -> bytes:
         return bytes([token_id]) if token_id < BOS else b""
 
-    def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
-        self.asked.append(list(prompt_ids))
+    def tokens(self, request: SequenceRequest) -> Iterator[int]:
+        self.asked.append(list(request.prompt_ids))
         while True:
             yield ord("x")
 

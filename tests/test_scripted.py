@@ -3,7 +3,6 @@ and that its two ways of computing logits agree."""
 
 from __future__ import annotations
 
-import itertools
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from phi_backends import Fit, ModelQuery, ModelSource, SamplingConfig
 from phi_backends.backend import Backend, Engine, ScoringEngine
 from phi_backends.errors import GenerationError, ModelFormatError, OptionError
 from phi_backends.selection.platform import detect
-from phi_backends.testing import SCRIPT_FORMAT, ScriptedBackend, ScriptedEngine, write_script_model
+from phi_backends.testing import SCRIPT_FORMAT, ScriptedBackend, ScriptedEngine, run_sequence, write_script_model
 
 
 @pytest.fixture
@@ -56,11 +55,11 @@ def test_a_broken_script_model_is_one_format_error(tiny: Path) -> None:
         ScriptedEngine(tiny)
 
 
-def test_logits_are_the_rows_generate_samples_from(tiny: Path) -> None:
+def test_logits_are_the_rows_step_samples_from(tiny: Path) -> None:
     engine = ScriptedEngine(tiny)
     prompt = engine.tokenize("<|user|>\nHi<|end|>\n<|assistant|>\n", add_bos=True)
     greedy = SamplingConfig(temperature=0.0, repeat_penalty=1.0)
-    tokens = list(itertools.islice(engine.generate(prompt, greedy, 0), 5))
+    tokens = run_sequence(engine, prompt, greedy, seed=0, n=5)
     rows = engine.logits([*prompt, *tokens])
     assert rows.shape == (len(prompt) + 5, engine.info.vocab_size) and rows.dtype == np.float32
     assert [int(row.argmax()) for row in rows[len(prompt) - 1 : -1]] == tokens
@@ -80,6 +79,6 @@ def test_close_frees_the_model_and_later_use_fails(tiny: Path) -> None:
 def test_delay_slows_each_token(tiny: Path) -> None:
     engine = ScriptedBackend().load(ModelSource(path=tiny, format="script", name="tiny"), {"delay": 0.05})
     start = time.perf_counter()
-    list(itertools.islice(engine.generate([1], SamplingConfig(seed=1), 1), 4))
+    run_sequence(engine, [1], SamplingConfig(seed=1), seed=1, n=4)
     assert time.perf_counter() - start >= 0.2
     engine.close()

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from phi_backends.backend import EngineInfo
+from phi_backends.backend import EngineInfo, SequenceRequest, SerialEngine
 from phi_backends.generator import Generator
 from phi_backends.sampling import SamplingConfig
 from phi_backends.streaming import TextAssembler
@@ -253,7 +253,7 @@ END_OF_TURN = (EOS, END, ASSISTANT)
 SPECIAL_TOKENS = {"<|endoftext|>": EOS, "<|end|>": END, "<|assistant|>": ASSISTANT}
 
 
-class ScriptedEngine:
+class ScriptedEngine(SerialEngine):
     """Test scaffolding: an engine that "samples" a fixed script of token ids.
 
     ``EOS`` is the engine's own end-of-generation id; ``END`` (``<|end|>``) and ``ASSISTANT``
@@ -284,7 +284,7 @@ class ScriptedEngine:
     def token_bytes(self, token_id: int) -> bytes:
         return self.vocab[token_id]
 
-    def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
+    def tokens(self, request: SequenceRequest) -> Iterator[int]:
         self.open_streams += 1
         try:
             yield from self.script

@@ -34,8 +34,16 @@ def add_sampling_flags(group: argparse._ArgumentGroup) -> None:
         default = field.default if field.default is not dataclasses.MISSING else None
         shown = "unset" if default is None or default == () else default
         help_text = f"{field.metadata.get('help', '')} (default: the config's [sampling], else {shown})"
-        if field.name == "stop":
-            group.add_argument(flag, action="append", default=None, help=help_text)
+        if field.name in ("stop", "logit_bias"):
+            group.add_argument(
+                flag,
+                action="append",
+                default=None,
+                help=help_text,
+                metavar="ID=BIAS" if field.name == "logit_bias" else None,
+            )
+        elif field.type in (bool, "bool"):
+            group.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
         else:
             kind = float if "float" in str(field.type) else int
             group.add_argument(flag, type=kind, default=None, dest=field.name, help=help_text)

@@ -131,6 +131,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--system needs a chat template; drop --raw or put the system text in the prompt")
     if args.raw and args.template:
         raise UsageError("--raw and --template exclude each other")
+    if (args.logprobs or args.top_logprobs) and not args.json:
+        raise UsageError("log-probabilities are printed only in the --json output; add --json")
     messages: Any = prompt if args.raw else _messages(prompt, args.system)
 
     from ..api import load_with_flags  # imports plugins (and, on load, an engine) only now
@@ -179,6 +181,16 @@ def _completion_json(result: Any) -> dict[str, Any]:
         "backend": result.backend,
         "model": result.model,
         "seed": result.seed,
+        **({"logprobs": [_logprob_json(entry) for entry in result.logprobs]} if result.logprobs is not None else {}),
+    }
+
+
+def _logprob_json(entry: Any) -> dict[str, Any]:
+    """One token's log-probability, in the shape of OpenAI's ``logprobs.content`` items (ids, not text)."""
+    return {
+        "token_id": entry.token,
+        "logprob": entry.logprob,
+        "top_logprobs": [{"token_id": token, "logprob": logprob} for token, logprob in entry.top],
     }
 
 

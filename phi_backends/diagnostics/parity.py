@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ..backend import ScoringEngine
-from ..errors import ContextLengthError, PhiBackendsError, UsageError
+from ..errors import PhiBackendsError, UsageError
 from ..sampling import SamplingConfig
 from ..templates import Message, normalize_messages
 
@@ -380,14 +379,13 @@ def run_parity(
             if len(decided) == len(wanted):
                 rows.append(np.asarray(decided, dtype=np.int64))
                 continue
-            engine = _scoring_engine(gen)
-            if engine is None:
+            if not gen.can_score:
                 top1[name] = f"the {name} engine cannot score token ids (no logits())"
                 break
             say(f"{name}: teacher forcing {i + 1}/{len(fixed)}")
             passes[name] += 1
             try:
-                logits = _score(engine, gen.info.context_length, history + list(wanted[:-1]))
+                logits = gen.score(history + list(wanted[:-1]))
             except PhiBackendsError as exc:
                 top1[name] = f"{name} could not score prompt {i + 1}: {exc}"
                 break
@@ -429,23 +427,6 @@ def _fix_prompt(prompt: str | Sequence[Message], index: int) -> Prompt:
         return tuple(normalize_messages(prompt))
     except UsageError as exc:
         raise UsageError(f"prompt {index + 1}: {exc}") from None
-
-
-def _score(engine: ScoringEngine, context: int, ids: list[int]) -> Any:
-    """``engine.logits(ids)``, once the ids are known to be scorable (checked here, for every backend)."""
-    if not ids:
-        raise UsageError("no token ids to score; give at least one")
-    if len(ids) > context:
-        raise ContextLengthError(
-            f"{len(ids)} token ids do not fit the context window of {context}; "
-            "load the model with a larger context (n_ctx) or use shorter prompts"
-        )
-    return engine.logits(ids)
-
-
-def _scoring_engine(gen: Generator) -> ScoringEngine | None:
-    engine = gen._engine  # the one place the parity tool reaches past the Generator's API
-    return engine if isinstance(engine, ScoringEngine) else None
 
 
 def _ids_or_error(gen: Generator, prompt: Prompt, template: str) -> list[int] | str:

@@ -5,12 +5,14 @@
   list of cases for every backend (``sampling_probabilities`` fixture);
 - :class:`ScriptedBackend` / :class:`ScriptedEngine`: a complete backend with no engine, on
   script models written by :func:`write_script_model` (format :data:`SCRIPT_FORMAT`), as
-  httpx ships ``MockTransport``.
+  httpx ships ``MockTransport``;
+- :func:`run_sequence` / :func:`sequence_request`: drive an engine's ``open``/``step`` directly.
 
 Only this package imports pytest; the user API never imports it.
 """
 
 from .contract import GREEDY, HAIKU, PHI3_SPECIALS, SAMPLED, SCRIPT_TEXT, BackendContract, ContractModels
+from .engines import run_sequence, sequence_request
 from .sampling import SAMPLING_CONFIGS, LogitsCase, SamplingContract, sampling_cases
 from .scripted import SCRIPT_FORMAT, ScriptedBackend, ScriptedEngine, ScriptedPlugin, write_script_model
 
@@ -29,6 +31,8 @@ __all__ = [
     "ScriptedBackend",
     "ScriptedEngine",
     "ScriptedPlugin",
+    "run_sequence",
     "sampling_cases",
+    "sequence_request",
     "write_script_model",
 ]

@@ -15,6 +15,7 @@ The models (built by ``tests/fixtures`` in the phi-backends repository):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import functools
@@ -28,10 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from .. import load
-from ..errors import ContextLengthError, UsageError
+from ..errors import ContextLengthError, SamplingConfigError, UsageError
 from ..generator import Completion, Generator
 from ..sampling import SamplingConfig
 from ..streaming import Detokenizer
@@ -296,11 +298,14 @@ class BackendContract:
             again = gen.generate(HAIKU, SAMPLED)
         assert (again.text, again.token_ids) == (fresh_sampled.text, fresh_sampled.token_ids)
 
-    def test_abandoned_stream_in_same_thread_is_closed_by_the_next_call(self, phi3: Generator) -> None:
+    def test_an_abandoned_stream_does_not_block_the_next_call(self, phi3: Generator) -> None:
+        """A stream left unread keeps running on the worker: the next call (same thread) is not
+        held up by it, and the abandoned stream still reads to its own end afterwards."""
         stream = phi3.stream(HAIKU, GREEDY)
-        next(stream)
+        first = next(stream)
         assert phi3.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
-        assert list(stream) == []
+        rest = list(stream)
+        assert first.text + "".join(c.text for c in rest) == SCRIPT_TEXT and rest[-1].finish_reason == "stop"
 
     def test_close_with_a_stream_open_in_this_thread_does_not_hang(self, contract_models: ContractModels) -> None:
         gen = load(str(contract_models.tiny_phi3), backend=contract_models.backend, **contract_models.options)
@@ -319,9 +324,9 @@ class BackendContract:
         assert chunks[-1].finish_reason == "cancelled"
         assert stream.completion is not None and stream.completion.usage.completion_tokens < 50
 
-    def test_threads_are_serialized(self, phi3: Generator) -> None:
-        """Calls from several threads on one Generator run one at a time: each thread's text is
-        what its seed gives alone, whether it streams slowly or generates."""
+    def test_concurrent_threads_each_get_their_own_text(self, phi3: Generator) -> None:
+        """Calls from several threads on one Generator (batched or queued, as the engine can):
+        each thread's text is what its seed gives alone, whether it streams slowly or generates."""
         configs = [SAMPLED.replace(seed=seed, max_tokens=16) for seed in (11, 12, 13)] + [GREEDY]
         expected = [phi3.generate(HAIKU, config).token_ids for config in configs]
         assert len(set(expected)) == len(expected), "the seeds give different texts"
@@ -329,7 +334,7 @@ class BackendContract:
         def slow_stream(config: SamplingConfig) -> tuple[int, ...]:
             stream = phi3.stream(HAIKU, config)
             for _ in stream:
-                time.sleep(0.001)  # hold the Generator while the other threads wait for it
+                time.sleep(0.001)  # a slow reader: the others join and leave the batch meanwhile
             assert stream.completion is not None
             return stream.completion.token_ids
 
@@ -358,6 +363,107 @@ class BackendContract:
     def test_raw_mode_takes_a_string_only(self, phi3: Generator) -> None:
         with pytest.raises(UsageError):
             phi3.generate(HAIKU, GREEDY, template=None)
+
+    def test_calls_joining_and_leaving_midway_keep_their_solo_text(self, smol: Generator) -> None:
+        """Continuous batching: calls start while others run and leave at different lengths;
+        each one's ids are those it gets alone (greedy and seeded sampling)."""
+        prompts = ["The capital of France is", "Once upon a time", "1, 2, 3,", "Hockey is"]
+        configs = [SamplingConfig(temperature=0.0, repeat_penalty=1.0, max_tokens=n) for n in (6, 14)] + [
+            SamplingConfig(temperature=0.8, top_k=40, seed=s, max_tokens=n) for s, n in ((5, 10), (6, 18))
+        ]
+        alone = [smol.generate(p, c, template=None).token_ids for p, c in zip(prompts, configs, strict=True)]
+
+        def staggered(i: int) -> tuple[int, ...]:
+            time.sleep(0.02 * i)
+            return smol.generate(prompts[i], configs[i], template=None).token_ids
+
+        assert run_in_threads([functools.partial(staggered, i) for i in range(len(prompts))]) == alone
+
+    def test_async_calls_equal_sync_and_run_together(self, phi3: Generator) -> None:
+        configs = [SAMPLED.replace(seed=seed, max_tokens=12) for seed in (21, 22)] + [GREEDY]
+        expected = [phi3.generate(HAIKU, config).token_ids for config in configs]
+
+        async def chunks(config: SamplingConfig) -> tuple[int, ...]:
+            stream = phi3.astream(HAIKU, config)
+            async for _ in stream:
+                pass
+            assert stream.completion is not None
+            return stream.completion.token_ids
+
+        async def main() -> list[tuple[int, ...]]:
+            generated = await asyncio.gather(*(phi3.agenerate(HAIKU, c) for c in configs))
+            streamed = await asyncio.gather(*(chunks(c) for c in configs))
+            return [c.token_ids for c in generated] + list(streamed)
+
+        assert asyncio.run(main()) == expected + expected
+
+    def test_cancelling_an_async_task_ends_its_call(self, phi3: Generator) -> None:
+        long = SamplingConfig(temperature=1.0, seed=9, max_tokens=400)
+
+        async def main() -> Completion:
+            started = asyncio.Event()
+
+            async def reader() -> None:
+                async for _ in phi3.astream("Tell me a long story", long, template=None):
+                    started.set()
+
+            task = asyncio.create_task(reader())
+            await asyncio.wait_for(started.wait(), THREAD_TIMEOUT_S)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return await asyncio.wait_for(phi3.agenerate(HAIKU, GREEDY), THREAD_TIMEOUT_S)
+
+        assert asyncio.run(main()).text == SCRIPT_TEXT
+
+    def test_async_call_on_a_closed_generator_is_a_usage_error(self, contract_models: ContractModels) -> None:
+        gen = _load_tiny_phi3(contract_models)
+        gen.close()
+        with pytest.raises(UsageError, match="closed"):
+            asyncio.run(gen.agenerate(HAIKU, GREEDY))
+
+    # -- multi-turn reuse and the logits step -------------------------------------------------
+
+    def test_second_turn_reuses_the_first_and_equals_a_fresh_generator(
+        self, contract_models: ContractModels, smol: Generator
+    ) -> None:
+        """Turn 2's prompt starts with turn 1's prompt and answer: where the engine reuses prompt
+        caches it computes only the new tokens, and the text is the text with no reuse."""
+        sampled = SamplingConfig(temperature=0.7, seed=3, max_tokens=24)
+        first = [{"role": "user", "content": "Name three things people do on a frozen lake."}]
+        answer = smol.generate(first, sampled)
+        second = [*first, {"role": "assistant", "content": answer.text}, {"role": "user", "content": "And why?"}]
+        reused = [smol.generate(second, config) for config in (sampled, GREEDY)]
+        with load(str(contract_models.smollm2), backend=contract_models.backend, **contract_models.options) as fresh:
+            fresh.reuse_prefix = False
+            expected = [fresh.generate(second, config) for config in (sampled, GREEDY)]
+        assert [c.token_ids for c in reused] == [c.token_ids for c in expected]
+        assert all(c.usage.cached_tokens == 0 for c in expected)
+        if smol.capacity.reuses_prefix:
+            assert reused[0].usage.cached_tokens >= len(smol.prompt_ids(first)), reused[0].usage
+
+    def test_logit_bias_bans_and_favours_tokens(self, phi3: Generator) -> None:
+        plain = phi3.generate(HAIKU, GREEDY)
+        banned = phi3.generate(HAIKU, GREEDY.replace(logit_bias={plain.token_ids[0]: -100}))
+        assert banned.token_ids[0] != plain.token_ids[0]
+        favoured = phi3.generate(HAIKU, GREEDY.replace(logit_bias={banned.token_ids[0]: 100}, max_tokens=3))
+        assert favoured.token_ids == (banned.token_ids[0],) * 3
+        with pytest.raises(SamplingConfigError, match="vocabulary"):
+            phi3.stream(HAIKU, GREEDY.replace(logit_bias={phi3.info.vocab_size: 1}))
+
+    def test_logprobs_are_the_log_softmax_of_the_biased_logits(self, smol: Generator) -> None:
+        config = GREEDY.replace(max_tokens=6, top_logprobs=3, logit_bias={28: 5.0})
+        out = smol.generate("The capital of France is", config, template=None)
+        assert out.logprobs is not None and [lp.token for lp in out.logprobs] == list(out.token_ids)
+        prompt = smol.prompt_ids("The capital of France is", template=None)
+        rows = smol.score([*prompt, *out.token_ids]).astype(np.float64)[len(prompt) - 1 :]
+        for row, entry in zip(rows, out.logprobs, strict=False):
+            row[28] += 5.0
+            expected = row - row.max() - np.log(np.exp(row - row.max()).sum())
+            assert entry.top[0][0] == entry.token, "greedy takes the most likely token"
+            assert [t for t, _ in entry.top] == list(np.argsort(-expected, kind="stable")[:3])
+            assert abs(entry.logprob - expected[entry.token]) < 1e-3
+            assert all(abs(lp - expected[t]) < 1e-3 for t, lp in entry.top)
 
     # -- detokenization through the engine's own vocabulary -----------------------------------
 

@@ -23,14 +23,26 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..backend import Availability, Backend, EngineInfo, Fit, ModelFormat, ModelQuery, ModelSource, Verdict
+from ..backend import (
+    Availability,
+    Backend,
+    Capacity,
+    EngineInfo,
+    EngineSequence,
+    Fit,
+    ModelFormat,
+    ModelQuery,
+    ModelSource,
+    SequenceRequest,
+    Verdict,
+)
 from ..errors import GenerationError, ModelFormatError, OptionError, UsageError
 from ..formats.engine_options import option_values
 from ..formats.json_files import read_json_object
@@ -211,13 +223,19 @@ SCRIPT_FORMAT = ModelFormat(
 
 @dataclass(frozen=True)
 class ScriptedOptions:
-    delay: float = 0.0  # seconds to sleep before each token, so that a test can hold a stream open
+    delay: float = 0.0  # seconds to sleep in each step, so that a test can hold a stream open
+    max_sequences: int = 4  # sequences one step advances (the scheduler's batching, without an engine)
+    kv_tokens: int = 0  # KV cells all sequences share, as llama.cpp's unified cache; 0 = each its own
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> ScriptedOptions:
         parsed = cls(**option_values(cls, options, backend="scripted"))
         if not parsed.delay >= 0:
             raise OptionError(f"delay must be a number of seconds >= 0, got {parsed.delay}")
+        if not 1 <= parsed.max_sequences <= 256:
+            raise OptionError(f"max_sequences must be in [1, 256], got {parsed.max_sequences}")
+        if parsed.kv_tokens < 0:
+            raise OptionError(f"kv_tokens must be >= 0 (0: no shared limit), got {parsed.kv_tokens}")
         return parsed
 
 
@@ -241,7 +259,9 @@ class ScriptedBackend:
         return Verdict(self.name, Fit.GOOD, "script models run on the CPU, the same on every machine")
 
     def load(self, source: ModelSource, options: Mapping[str, Any]) -> ScriptedEngine:
-        return ScriptedEngine(source.path, delay=ScriptedOptions.parse(options).delay)
+        parsed = ScriptedOptions.parse(options)
+        capacity = Capacity(max_sequences=parsed.max_sequences, kv_tokens=parsed.kv_tokens or None)
+        return ScriptedEngine(source.path, delay=parsed.delay, capacity=capacity)
 
 
 class ScriptedPlugin:
@@ -257,18 +277,36 @@ class ScriptedPlugin:
 
 
 def sampling_probabilities(config: SamplingConfig, logits: np.ndarray, history: Sequence[int]) -> np.ndarray:
-    """What :meth:`ScriptedEngine.generate` draws the next token from, given ``logits`` after
+    """What :meth:`ScriptedEngine.step` draws the next token from, given ``logits`` after
     generating ``history``: its sampler, the core's own (the sampling contract checks it)."""
     return ReferenceSampler(config, 0).probabilities(logits, history)
+
+
+class ScriptedSequence:
+    """One call in a script model: its ids so far and its own sampler (nothing is shared)."""
+
+    reused_tokens = 0  # no cache to reuse: every row is computed from the ids
+
+    def __init__(self, request: SequenceRequest) -> None:
+        self.request = request
+        self.ids = list(request.prompt_ids)
+        self.generated: list[int] = []
+        self.sampler = ReferenceSampler(request.config, request.seed)
+
+    def release(self) -> None:
+        pass
 
 
 class ScriptedEngine:
     """One loaded script model (see the module's docstring). Also a ``ScoringEngine``."""
 
-    def __init__(self, path: Path | str, *, delay: float = 0.0) -> None:
+    def __init__(self, path: Path | str, *, delay: float = 0.0, capacity: Capacity | None = None) -> None:
         path = Path(path)
         data = read_json_object(path, max_bytes=MAX_FILE_BYTES, fix=FIX)
         self._delay = delay
+        self._capacity = capacity or Capacity(max_sequences=4)
+        #: how many sequences each step advanced, oldest first: what a test sees of the batching
+        self.batch_sizes: list[int] = []
         try:
             if data.get(MAGIC) != VERSION:
                 raise ValueError(f'its "{MAGIC}" key is not {VERSION}')
@@ -304,6 +342,10 @@ class ScriptedEngine:
     def info(self) -> EngineInfo:
         return self._info
 
+    @property
+    def capacity(self) -> Capacity:
+        return self._capacity
+
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
         self._check_open()
         ids: list[int] = []
@@ -321,11 +363,28 @@ class ScriptedEngine:
         start, end = self._offsets[token_id : token_id + 2]
         return self._bytes[start:end]
 
-    def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
+    def open(self, request: SequenceRequest) -> ScriptedSequence:
         self._check_open()
-        if not prompt_ids:
+        if not request.prompt_ids:
             raise UsageError("the prompt is empty: it gave no tokens (and this model adds no BOS); give some text")
-        return self._tokens(list(prompt_ids), ReferenceSampler(config, seed))
+        return ScriptedSequence(request)
+
+    def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
+        self.batch_sizes.append(len(sequences))
+        tokens = []
+        for sequence in sequences:
+            assert isinstance(sequence, ScriptedSequence)
+            row = self._row(sequence.ids)  # a new array: the logits step may change it
+            step = sequence.request.logits_step
+            if step is not None:
+                step(row)
+            token = sequence.sampler.sample(row, sequence.generated)
+            sequence.ids.append(token)
+            sequence.generated.append(token)
+            tokens.append(token)
+        if self._delay:
+            time.sleep(self._delay)
+        return tokens
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         self._check_open()
@@ -339,18 +398,8 @@ class ScriptedEngine:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _tokens(self, ids: list[int], sampler: ReferenceSampler) -> Iterator[int]:
-        generated: list[int] = []  # per call: nothing carries over to the next one
-        while True:
-            token = sampler.sample(self._row(ids), generated)
-            if self._delay:
-                time.sleep(self._delay)
-            yield token
-            ids.append(token)
-            generated.append(token)
-
     def _row(self, ids: Sequence[int]) -> np.ndarray:
-        """The logits after ``ids``: a pure function of them (generate and logits agree)."""
+        """The logits after ``ids``: a pure function of them (step and logits agree)."""
         floor = self._check_open()
         rng = np.random.default_rng([self._seed, *ids[-HASHED_IDS:]])
         row = rng.standard_normal(floor.size, dtype=np.float32)

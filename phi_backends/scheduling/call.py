@@ -1,0 +1,232 @@
+"""One call's life inside the scheduler: the tokens the engine samples become text and a Completion.
+
+Everything here runs on the scheduler's worker thread, after each engine step, so a call leaves
+the batch the moment it is done (end of turn, a stop string, its budget, a cancel) rather than
+when its caller next reads. What the caller sees arrives through ``deliver``: text chunks, then
+the final chunk (with :attr:`Call.completion` set first), or an exception.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..backend import EngineSequence, SequenceRequest
+from ..logits import TokenLogprob
+from ..streaming import TextAssembler
+
+__all__ = ["Call", "Chunk", "Completion", "FinishReason", "Timings", "Usage"]
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    #: prompt tokens whose KV cache came from an earlier call (multi-turn reuse); not computed again
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock figures for one call, in seconds and tokens per second.
+
+    ``time_to_first_token`` counts from the call's start, including any wait for a free slot
+    (``queued``, the part of it spent waiting).
+    """
+
+    time_to_first_token: float
+    prompt_tokens_per_second: float
+    decode_tokens_per_second: float
+    total: float
+    queued: float = 0.0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a stream. The last chunk has a ``finish_reason``, ``usage`` and ``timings``.
+
+    ``logprobs`` (when the call asks for them) holds one entry per token generated since the
+    previous chunk, in order; a token whose text is held back (half a character, a possible
+    stop string) is reported with the chunk that carries its text, or the last chunk.
+    """
+
+    text: str
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+    seed: int
+    backend: str
+    model: str
+    token_ids: tuple[int, ...] = field(default=(), repr=False)
+    #: one entry per id of ``token_ids`` when the call asked for logprobs, else None
+    logprobs: tuple[TokenLogprob, ...] | None = field(default=None, repr=False)
+
+
+#: What ``deliver`` is given when the Generator ends a call without a result (it was closed).
+CLOSED = object()
+
+
+class Call:
+    """One call from admission to its last chunk. Its methods run on the worker thread, except
+    :meth:`cancel` and :meth:`close`, which any thread may call."""
+
+    def __init__(
+        self,
+        request: SequenceRequest,
+        *,
+        text: TextAssembler,
+        eog: frozenset[int],
+        backend: str,
+        model: str,
+        deliver: Callable[[Any], None],
+    ) -> None:
+        self.request = request
+        self.sequence: EngineSequence | None = None
+        self.completion: Completion | None = None
+        self._text = text
+        self._eog = eog
+        self._backend = backend
+        self._model = model
+        self._deliver = deliver
+        self._cancel = threading.Event()
+        self._closed = threading.Event()
+        self._pieces: list[str] = []
+        self._generated: list[int] = []
+        self._logprobs: list[TokenLogprob] | None = [] if request.config.reports_logprobs else None
+        self._unsent: list[TokenLogprob] = []
+        self._start = time.perf_counter()
+        self._admitted = self._first = self._last = 0.0
+        self._drawn = 0
+        self.done = False
+        self.owner = threading.get_ident()  # the thread that made the call (Generator.close ends its own)
+
+    # -- any thread -------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """End after the current token with ``finish_reason="cancelled"``."""
+        self._cancel.set()
+
+    def close(self) -> None:
+        """End now; the caller wants nothing more (no final chunk)."""
+        self._closed.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def reservation(self) -> int:
+        """KV cells this call may need at most: its prompt and its token budget."""
+        return len(self.request.prompt_ids) + self.request.budget
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    def admitted(self) -> None:
+        self._admitted = time.perf_counter()
+
+    def advance(self, token: int) -> bool:
+        """Take the token the engine sampled; True when the call is over (its last chunk sent)."""
+        now = time.perf_counter()
+        if self._drawn == 0:
+            self._first = now
+        self._last = now
+        self._drawn += 1
+        if token in self._eog:
+            return self.finish("stop")
+        self._generated.append(token)
+        if self._logprobs is not None:
+            step = self.request.logits_step
+            entry = step.logprob(token) if step is not None else None
+            if entry is not None:
+                self._logprobs.append(entry)
+                self._unsent.append(entry)
+        piece = self._text.add(token)
+        if piece:
+            self._pieces.append(piece)
+            self._deliver(Chunk(piece, logprobs=self._take_logprobs()))
+        if self._text.stopped:
+            return self.finish("stop")
+        if len(self._generated) >= self.request.budget:
+            return self.finish("length")
+        if self.cancelled:
+            return self.finish("cancelled")
+        return False
+
+    def finish(self, reason: FinishReason) -> bool:
+        """Send the last chunk (the text held back, usage, timings) and set :attr:`completion`."""
+        tail = self._text.finish()
+        if self._text.stopped and reason == "length":  # a stop string the matcher could only settle at the end
+            reason = "stop"
+        if tail:
+            self._pieces.append(tail)
+        end = time.perf_counter()
+        prompt = len(self.request.prompt_ids)
+        cached = self.sequence.reused_tokens if self.sequence is not None else 0
+        usage = Usage(prompt_tokens=prompt, completion_tokens=len(self._generated), cached_tokens=cached)
+        timings = self._timings(end, prompt - cached)
+        self.completion = Completion(
+            text="".join(self._pieces),
+            finish_reason=reason,
+            usage=usage,
+            timings=timings,
+            seed=self.request.seed,
+            backend=self._backend,
+            model=self._model,
+            token_ids=tuple(self._generated),
+            logprobs=tuple(self._logprobs) if self._logprobs is not None else None,
+        )
+        self.done = True
+        self._deliver(Chunk(tail, finish_reason=reason, usage=usage, timings=timings, logprobs=self._take_logprobs()))
+        return True
+
+    def fail(self, error: BaseException) -> None:
+        self.done = True
+        self._deliver(error)
+
+    def drop(self) -> None:
+        """The Generator ends the call without a result (closed while it waited or ran)."""
+        self.done = True
+        self._deliver(CLOSED)
+
+    def _take_logprobs(self) -> tuple[TokenLogprob, ...] | None:
+        if self._logprobs is None:
+            return None
+        sent, self._unsent = tuple(self._unsent), []
+        return sent
+
+    def _timings(self, end: float, computed_prompt: int) -> Timings:
+        queued = max(0.0, self._admitted - self._start) if self._admitted else 0.0
+        if self._drawn == 0:
+            return Timings(0.0, 0.0, 0.0, end - self._start, queued)
+        ttft = self._first - self._start
+        prefill = self._first - (self._admitted or self._start)
+        decode = (self._drawn - 1) / (self._last - self._first) if self._drawn > 1 and self._last > self._first else 0.0
+        return Timings(
+            time_to_first_token=ttft,
+            prompt_tokens_per_second=computed_prompt / prefill if prefill > 0 else 0.0,
+            decode_tokens_per_second=decode,
+            total=end - self._start,
+            queued=queued,
+        )

@@ -1,0 +1,198 @@
+"""The scheduler on the scripted backend: batching, waiting for a slot or KV room, cancel, close, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import phi_backends as pb
+from phi_backends.backend import EngineInfo, ModelSource, SequenceRequest, SerialEngine
+from phi_backends.errors import GenerationError, OptionError, SamplingConfigError, UsageError
+from phi_backends.generator import Generator
+from phi_backends.templates import get_template
+from phi_backends.testing import HAIKU, SCRIPT_TEXT, ScriptedBackend, ScriptedEngine, write_script_model
+from phi_backends.testing.contract import run_in_threads
+from tests.bad_inputs import expect_api_error
+
+GREEDY = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0, max_tokens=32)
+LONG = pb.SamplingConfig(temperature=1.0, seed=5, max_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_script_model(tmp_path_factory.mktemp("scheduler") / "tiny-phi3.json", "tiny_phi3")
+
+
+def load(path: Path, **options: object) -> Generator:
+    """A Generator on the scripted engine (made directly: the plugin manager is not under test here)."""
+    engine = ScriptedBackend().load(ModelSource(path=path, format="script", name=path.name), options)
+    return Generator(engine, backend="scripted", model=path.name, template=get_template("phi3"))
+
+
+def engine_of(gen: Generator) -> ScriptedEngine:
+    engine = gen._engine
+    assert isinstance(engine, ScriptedEngine)
+    return engine
+
+
+def test_concurrent_calls_share_steps_up_to_max_sequences(tiny: Path) -> None:
+    with load(tiny, max_sequences=3, delay=0.01) as gen:
+        alone = [gen.generate("Tell me", LONG.replace(seed=s), template=None).token_ids for s in range(5)]
+        engine_of(gen).batch_sizes.clear()
+        together = run_in_threads(
+            [lambda s=s: gen.generate("Tell me", LONG.replace(seed=s), template=None).token_ids for s in range(5)]
+        )
+        sizes = engine_of(gen).batch_sizes
+    assert together == alone
+    assert max(sizes) == 3, sizes  # three at once, never more; the other two waited for a slot
+    assert sum(sizes) == 5 * LONG.max_tokens
+
+
+def test_one_sequence_at_a_time_when_the_engine_cannot_batch(tiny: Path) -> None:
+    with load(tiny, max_sequences=1) as gen:
+        together = run_in_threads([lambda s=s: gen.generate(HAIKU, LONG.replace(seed=s)).token_ids for s in (1, 2)])
+        assert set(engine_of(gen).batch_sizes) == {1}
+        assert together == [gen.generate(HAIKU, LONG.replace(seed=s)).token_ids for s in (1, 2)]
+
+
+def test_a_call_waits_for_kv_room_then_runs(tiny: Path) -> None:
+    with load(tiny, kv_tokens=60, delay=0.005) as gen:
+        prompt = "x" * 30  # 30 byte tokens + 12 to generate: two such calls do not fit 60 cells
+        results = run_in_threads(
+            [lambda s=s: gen.generate(prompt, LONG.replace(seed=s), template=None) for s in (1, 2)]
+        )
+        assert set(engine_of(gen).batch_sizes) == {1}, "never both at once"
+        assert max(r.timings.queued for r in results) > 0
+        small = run_in_threads([lambda s=s: gen.generate("hi", LONG.replace(seed=s), template=None) for s in (1, 2, 3)])
+        assert all(r.usage.completion_tokens == LONG.max_tokens for r in small)
+
+
+def test_cancel_while_waiting_ends_with_no_tokens(tiny: Path) -> None:
+    with load(tiny, max_sequences=1, delay=0.01) as gen:
+        running = gen.stream("Tell me a long story", LONG.replace(max_tokens=40), template=None)
+        waiting = gen.stream(HAIKU, GREEDY)
+        waiting.cancel()
+        chunks = list(waiting)
+        assert chunks[-1].finish_reason == "cancelled" and waiting.completion is not None
+        assert waiting.completion.usage.completion_tokens == 0
+        assert list(running)[-1].finish_reason == "length"
+
+
+def test_close_lets_other_threads_finish_and_refuses_new_calls(tiny: Path) -> None:
+    gen = load(tiny, delay=0.01)
+    started = threading.Event()
+    result: list[pb.Completion] = []
+
+    def other() -> None:
+        stream = gen.stream(HAIKU, GREEDY)
+        next(stream)
+        started.set()
+        for _ in stream:
+            pass
+        assert stream.completion is not None
+        result.append(stream.completion)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert started.wait(30)
+    gen.close()
+    thread.join(30)
+    assert result and result[0].text == SCRIPT_TEXT
+    with pytest.raises(UsageError, match="closed"):
+        gen.stream(HAIKU, GREEDY)
+    with pytest.raises(UsageError, match="closed"):
+        gen.astream(HAIKU, GREEDY)
+
+
+def test_closing_a_stream_frees_its_slot_at_once(tiny: Path) -> None:
+    with load(tiny, max_sequences=1, delay=0.01) as gen:
+        stream = gen.stream("Tell me a long story", LONG.replace(max_tokens=400), template=None)
+        next(stream)
+        start = time.perf_counter()
+        stream.close()
+        assert gen.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
+        assert time.perf_counter() - start < 3.0, "the closed call did not run on to its 400 tokens"
+
+
+class Failing(SerialEngine):
+    """Fails on the third token of a prompt that says "fail"; other prompts generate "x" forever."""
+
+    def __init__(self) -> None:
+        self._info = EngineInfo(
+            context_length=64, vocab_size=256, add_bos=False, bos_token=None, eos_token=None, eog_token_ids=frozenset()
+        )
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        return list(text.encode())
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes([token_id])
+
+    def tokens(self, request: SequenceRequest) -> Iterator[int]:
+        yield from b"xx"
+        if bytes(request.prompt_ids) == b"fail":
+            raise RuntimeError("device lost")
+        while True:
+            yield ord("x")
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_engine_failure_is_one_generation_error_and_the_generator_goes_on() -> None:
+    with Generator(Failing(), backend="failing", model="m", template=get_template("chatml")) as gen:
+        with pytest.raises(GenerationError, match="failing failed while generating: RuntimeError: device lost"):
+            gen.generate("fail", GREEDY, template=None)
+        assert gen.generate("ok", GREEDY.replace(max_tokens=3), template=None).text == "xxx"
+
+
+def test_bad_logits_step_inputs_are_one_line_errors(tiny: Path) -> None:
+    with load(tiny) as gen:
+        with pytest.raises(SamplingConfigError) as raised:
+            gen.stream(HAIKU, GREEDY.replace(logit_bias={10**6: 1.0}))
+        expect_api_error(
+            raised.value, SamplingConfigError, "vocabulary has ids 0 to", what="logit_bias id outside the vocabulary"
+        )
+        with pytest.raises(UsageError) as raised:
+            gen.stream(HAIKU, {"temperature": 0})  # type: ignore[arg-type]
+        expect_api_error(
+            raised.value, UsageError, "config must be a SamplingConfig", what="a dict where a SamplingConfig goes"
+        )
+        with pytest.raises(SamplingConfigError) as raised:
+            asyncio.run(gen.agenerate(HAIKU, GREEDY.replace(logit_bias={10**6: 1.0})))
+        expect_api_error(
+            raised.value, SamplingConfigError, "vocabulary", what="logit_bias id outside the vocabulary (async)"
+        )
+    for bad, needle, what in [
+        ({1: float("nan")}, "finite", "logit_bias with a non-finite bias"),
+        ({1: 100.5}, "[-100, 100]", "logit_bias outside [-100, 100]"),
+        ({-1: 1.0}, "token ids", "logit_bias with a negative id"),
+        ({"one": 1.0}, "token ids", "logit_bias with an id that is no number"),
+        (["5"], "ID=BIAS", "logit_bias entry without ="),
+        ({1: "much"}, "must be a number", "logit_bias with a bias that is no number"),
+    ]:
+        with pytest.raises(SamplingConfigError) as raised:
+            pb.SamplingConfig(logit_bias=bad)
+        expect_api_error(raised.value, SamplingConfigError, needle, what=what)
+    for top in (-1, 21):
+        with pytest.raises(SamplingConfigError) as raised:
+            pb.SamplingConfig(top_logprobs=top)
+        expect_api_error(
+            raised.value, SamplingConfigError, "top_logprobs must be in [0, 20]", what=f"top_logprobs={top}"
+        )
+    with pytest.raises(OptionError, match="max_sequences"):
+        load(tiny, max_sequences=0)
+
+
+def test_logit_bias_forms_mean_the_same() -> None:
+    forms = [{5: -100, "7": 2.5}, [(7, 2.5), (5, -100.0)], ["5=-100", "7 = 2.5"]]
+    assert {pb.SamplingConfig(logit_bias=form).logit_bias for form in forms} == {((5, -100.0), (7, 2.5))}
