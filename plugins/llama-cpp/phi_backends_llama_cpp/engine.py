@@ -79,6 +79,12 @@ class LlamaCppEngine:
             cparams.no_perf = True
             if options.flash_attn is not None:
                 cparams.flash_attn_type = int(options.flash_attn)
+            elif options.n_gpu_layers == 0:
+                # llama.cpp's CPU flash-attention kernel computes a batch of rows another way than
+                # one row, so a call's logits would move with its batch-mates (enough to change a
+                # sampled token); without it a decode row is the same alone or batched, and on a
+                # CPU it costs about as much either way.
+                cparams.flash_attn_type = 0
             if options.type_k is not None:
                 cparams.type_k = options.type_k
             if options.type_v is not None:

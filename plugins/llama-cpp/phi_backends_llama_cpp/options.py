@@ -42,7 +42,7 @@ class EngineOptions:
     n_threads_batch: int | None = None  # default: n_threads
     n_gpu_layers: int = 0  # layers offloaded to the GPU; -1 = all (CPU-only builds ignore it)
     main_gpu: int = 0
-    flash_attn: bool | None = None  # None = llama.cpp's automatic choice
+    flash_attn: bool | None = None  # None = off on the CPU (n_gpu_layers 0: see engine.py), else llama.cpp's choice
     offload_kqv: bool = True
     type_k: int | None = None  # KV cache data types (ggml type ids)
     type_v: int | None = None
