@@ -1,10 +1,12 @@
 """A GGUF model loaded in llama.cpp, driven through its C API (llama-cpp-python's bindings).
 
 We use the C API rather than ``llama_cpp.Llama`` because ``Llama()`` compiles the model
-file's chat template at load (untrusted input we render ourselves, sandboxed), keeps prompt
-caches between calls, and samples in its own fixed order; here every call starts from a clear
-KV cache and a fresh sampler chain built in the order :class:`~phi_backends.SamplingConfig`
-documents.
+file's chat template at load (untrusted input we render ourselves, sandboxed), runs one
+sequence at a time, and samples in its own fixed order. Here one context holds ``n_seq_max``
+sequences in a unified KV cache of ``n_ctx`` cells; :meth:`LlamaCppEngine.step` advances all
+open sequences in one ``llama_batch`` (llama-server's design), each with its own native sampler
+chain built in the order :class:`~phi_backends.SamplingConfig` documents, and a released
+sequence's cache stays for the next prompt that starts the same way (:mod:`.slots`).
 """
 
 from __future__ import annotations
@@ -12,19 +14,22 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import llama_cpp
 import numpy as np
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
+from phi_backends.backend import Capacity, EngineSequence, SequenceRequest
 from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
 from phi_backends.formats.gguf import read_gguf
+from phi_backends.logits import LogitsStep
 
 from .gguf_checks import check_for_llama_cpp
 from .options import DEFAULT_MAX_CTX, EngineOptions
 from .sampling import sampler_chain
+from .slots import Slot, SlotTable
 
 _init_lock = threading.Lock()
 _initialized = False
@@ -57,6 +62,7 @@ class LlamaCppEngine:
                 "check that the file is a complete GGUF of an architecture this llama-cpp-python supports"
             )
         self._ctx: Any = None
+        self._batch: Any = None
         try:
             self._vocab = llama_cpp.llama_model_get_vocab(self._model)
             n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
@@ -65,12 +71,20 @@ class LlamaCppEngine:
             cparams.n_ctx = n_ctx
             cparams.n_batch = options.n_batch
             cparams.n_ubatch = min(options.n_ubatch, options.n_batch)
+            cparams.n_seq_max = options.n_seq_max
+            cparams.kv_unified = True  # every sequence may use all n_ctx cells; the core admits calls that fit
             cparams.n_threads = options.threads
             cparams.n_threads_batch = options.n_threads_batch or options.threads
             cparams.offload_kqv = options.offload_kqv
             cparams.no_perf = True
             if options.flash_attn is not None:
                 cparams.flash_attn_type = int(options.flash_attn)
+            elif options.n_gpu_layers == 0:
+                # llama.cpp's CPU flash-attention kernel computes a batch of rows another way than
+                # one row, so a call's logits would move with its batch-mates (enough to change a
+                # sampled token); without it a decode row is the same alone or batched, and on a
+                # CPU it costs about as much either way.
+                cparams.flash_attn_type = 0
             if options.type_k is not None:
                 cparams.type_k = options.type_k
             if options.type_v is not None:
@@ -87,10 +101,21 @@ class LlamaCppEngine:
             n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
             self._pieces: list[bytes | None] = [None] * n_vocab
             self._piece_buf = ctypes.create_string_buffer(256)
-            self._one = (llama_cpp.llama_token * 1)()
+            self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+            # NumPy views of the batch's columns: a prompt chunk is written in a few slice stores
+            self._tokens = np.ctypeslib.as_array(self._batch.token, shape=(self._n_batch,))
+            self._pos = np.ctypeslib.as_array(self._batch.pos, shape=(self._n_batch,))
+            self._wants = np.ctypeslib.as_array(self._batch.logits, shape=(self._n_batch,))
+            np.ctypeslib.as_array(self._batch.n_seq_id, shape=(self._n_batch,))[:] = 1
+            self._row_type = ctypes.c_float * n_vocab
+            n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+            self._memory = llama_cpp.llama_get_memory(self._ctx)
+            self._slots = SlotTable(options.n_seq_max, n_ctx, self._trim)
+            self._open: set[LlamaCppSequence] = set()
+            self._capacity = Capacity(max_sequences=options.n_seq_max, kv_tokens=n_ctx, reuses_prefix=True)
             spm = gguf.tokenizer_model == "llama"
             self._info = EngineInfo(
-                context_length=llama_cpp.llama_n_ctx(self._ctx),
+                context_length=n_ctx,
                 vocab_size=n_vocab,
                 add_bos=bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)),
                 bos_token=self._token_text(llama_cpp.llama_vocab_bos(self._vocab)),
@@ -99,7 +124,12 @@ class LlamaCppEngine:
                 chat_template=gguf.chat_template,
                 strip_leading_space=spm and gguf.metadata.get("tokenizer.ggml.add_space_prefix", True) is not False,
                 architecture=gguf.architecture or "",
-                metadata={"n_ctx_train": n_ctx_train, "threads": options.threads, "file": str(source.path)},
+                metadata={
+                    "n_ctx_train": n_ctx_train,
+                    "threads": options.threads,
+                    "n_seq_max": options.n_seq_max,
+                    "file": str(source.path),
+                },
             )
         except BaseException:
             self.close()
@@ -108,6 +138,10 @@ class LlamaCppEngine:
     @property
     def info(self) -> EngineInfo:
         return self._info
+
+    @property
+    def capacity(self) -> Capacity:
+        return self._capacity
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
         self._check_open()
@@ -134,54 +168,108 @@ class LlamaCppEngine:
             self._pieces[token_id] = piece
         return piece
 
-    def generate(self, prompt_ids: Sequence[int], config: SamplingConfig, seed: int) -> Iterator[int]:
+    def open(self, request: SequenceRequest) -> EngineSequence:
+        """A sequence in a free slot: the one whose cache shares the longest start with the prompt,
+        when the request allows, else the least recently used one (no model work here)."""
         self._check_open()
-        ctx = self._ctx
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-        sampler = self._sampler_chain(config, seed)
+        prompt = request.prompt_ids
+        chain = self._sampler_chain(request.config, request.seed)
         try:
-            for start in range(0, len(prompt_ids), self._n_batch):
-                chunk = prompt_ids[start : start + self._n_batch]
-                self._decode((llama_cpp.llama_token * len(chunk))(*chunk), len(chunk))
-            one = self._one
+            slot, keep = self._slots.take(prompt, request.budget, reuse=request.reuse_prefix)
+        except BaseException:
+            llama_cpp.llama_sampler_free(chain)
+            raise
+        sequence = LlamaCppSequence(self, slot, chain, request.logits_step, list(prompt[keep:]), keep)
+        self._open.add(sequence)
+        return sequence
+
+    def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
+        """One ``llama_batch``: each generating sequence's last token and the new prompts, in
+        chunks of ``n_batch``; each sequence is sampled as soon as the decode holding its last row
+        returns (its logits last only until the next decode)."""
+        self._check_open()
+        seqs: list[LlamaCppSequence] = []
+        for sequence in sequences:
+            if not isinstance(sequence, LlamaCppSequence) or sequence._engine is not self or sequence._released:
+                raise GenerationError("step() was given a sequence this llama.cpp model has not open; open it first")
+            if sequence._broken:
+                raise GenerationError("this sequence failed in an earlier step and its cache is gone; release it")
+            seqs.append(sequence)
+        out = [0] * len(seqs)
+        # Fewest pending tokens first: generating sequences and short prompts land in the first
+        # decode and are sampled there, whatever the long prompts behind them need.
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]._pending))
+        tokens, pos, wants, seq_ids, cap = self._tokens, self._pos, self._wants, self._batch.seq_id, self._n_batch
+        n = 0
+        ready: list[tuple[int, int]] = []  # (batch row, index in seqs) to sample after the decode
+        for index in order:
+            seq = seqs[index]
+            pending, slot = seq._pending, seq._slot
+            start, total = 0, len(pending)
             while True:
-                token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
-                yield token
-                one[0] = token
-                self._decode(one, 1)
-        finally:
-            llama_cpp.llama_sampler_free(sampler)
+                take = min(cap - n, total - start)
+                first = len(slot.ids)
+                chunk = pending[start : start + take]
+                tokens[n : n + take] = chunk
+                pos[n : n + take] = range(first, first + take)
+                wants[n : n + take] = 0
+                for row in range(n, n + take):
+                    seq_ids[row][0] = slot.seq_id
+                slot.ids.extend(chunk)
+                n += take
+                start += take
+                if start == total:
+                    break
+                self._decode(n, ready, seqs, out)  # the batch is full and this prompt goes on
+                n, ready = 0, []
+            wants[n - 1] = 1
+            ready.append((n - 1, index))
+            if n == cap:
+                self._decode(n, ready, seqs, out)
+                n, ready = 0, []
+        if n:
+            self._decode(n, ready, seqs, out)
+        return out
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
-        """Teacher forcing (:class:`phi_backends.backend.ScoringEngine`): the logits after every position."""
+        """Teacher forcing (:class:`phi_backends.backend.ScoringEngine`): the logits after every position.
+
+        It clears the whole KV cache, so the prefixes kept for later calls are forgotten too.
+        """
         self._check_open()
+        if self._open:
+            raise GenerationError("scoring needs the llama.cpp model to itself; release its open sequences first")
         n = len(ids)  # the core checked 0 < n <= context_length
         vocab = self._info.vocab_size
         out = np.empty((n, vocab), dtype=np.float32)
-        memory = llama_cpp.llama_get_memory(self._ctx)
-        llama_cpp.llama_memory_clear(memory, True)
-        batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        llama_cpp.llama_memory_clear(self._memory, True)
+        self._slots.forget_all()
+        batch = self._batch
         try:
             for start in range(0, n, self._n_batch):
                 chunk = ids[start : start + self._n_batch]
-                batch.n_tokens = len(chunk)
-                for i, token in enumerate(chunk):
-                    batch.token[i] = token
-                    batch.pos[i] = start + i
-                    batch.n_seq_id[i] = 1
+                size = len(chunk)
+                batch.n_tokens = size
+                self._tokens[:size] = chunk
+                self._pos[:size] = range(start, start + size)
+                self._wants[:size] = 1  # an output row for every position, not only the last
+                for i in range(size):
                     batch.seq_id[i][0] = 0
-                    batch.logits[i] = True  # an output row for every position, not only the last
                 rc = llama_cpp.llama_decode(self._ctx, batch)
                 if rc != 0:
                     raise GenerationError(f"llama_decode failed with code {rc} while scoring token ids")
-                rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(len(chunk), vocab))
-                out[start : start + len(chunk)] = rows
+                rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(size, vocab))
+                out[start : start + size] = rows
         finally:
-            llama_cpp.llama_batch_free(batch)
-            llama_cpp.llama_memory_clear(memory, True)
+            llama_cpp.llama_memory_clear(self._memory, True)
         return out
 
     def close(self) -> None:
+        for sequence in list(getattr(self, "_open", ())):
+            self._release(sequence)
+        if getattr(self, "_batch", None) is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
         if getattr(self, "_ctx", None):
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
@@ -198,10 +286,53 @@ class LlamaCppEngine:
         if not self._ctx:
             raise GenerationError("this llama.cpp model was closed; load it again")
 
-    def _decode(self, tokens: Any, n: int) -> None:
-        rc = llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(tokens, n))
+    def _decode(self, n: int, ready: list[tuple[int, int]], seqs: list[LlamaCppSequence], out: list[int]) -> None:
+        """Decode the batch's first ``n`` rows, then sample each ready row: the logits step first,
+        on the very buffer the native chain reads next (which accepts the token itself)."""
+        ctx = self._ctx
+        self._batch.n_tokens = n
+        rc = llama_cpp.llama_decode(ctx, self._batch)
         if rc != 0:
-            raise GenerationError(f"llama_decode failed with code {rc} (1: no room in the KV cache, <0: error)")
+            self._decode_failed(rc, n, seqs)
+        for row, index in ready:
+            seq = seqs[index]
+            if seq._logits_step is not None:
+                seq._logits_step(self._logits_row(row))
+            token = llama_cpp.llama_sampler_sample(seq._chain, ctx, row)
+            out[index] = token
+            seq._pending = [token]
+
+    def _logits_row(self, row: int) -> np.ndarray:
+        """The batch row's logits as a writable float32 view (no copy) of llama.cpp's buffer."""
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
+        address = ctypes.cast(pointer, ctypes.c_void_p).value
+        if not address:
+            raise GenerationError(f"llama.cpp has no logits for batch row {row}")
+        return np.frombuffer(self._row_type.from_address(address), dtype=np.float32)
+
+    def _decode_failed(self, rc: int, n: int, seqs: list[LlamaCppSequence]) -> None:
+        # What the failed decode left in these sequences' cells is unknown: drop them, so that
+        # no later prompt reuses them, and refuse to step these sequences again.
+        for seq in seqs:
+            seq._broken = True
+            self._slots.forget(seq._slot)
+        if rc == 1:
+            raise GenerationError(
+                f"llama.cpp found no room in its KV cache ({self._info.context_length} cells) for {n} tokens "
+                f"of {len(seqs)} sequences; load the model with a larger n_ctx or run fewer calls at once"
+            )
+        raise GenerationError(f"llama_decode failed with code {rc} (2: aborted, <0: error) decoding {n} tokens")
+
+    def _release(self, sequence: LlamaCppSequence) -> None:
+        if sequence._released:
+            return
+        sequence._released = True
+        self._open.discard(sequence)
+        llama_cpp.llama_sampler_free(sequence._chain)
+        self._slots.release(sequence._slot)
+
+    def _trim(self, seq_id: int, keep: int) -> bool:
+        return bool(llama_cpp.llama_memory_seq_rm(self._memory, seq_id, keep, -1))
 
     def _sampler_chain(self, config: SamplingConfig, seed: int) -> Any:
         return sampler_chain(config, seed, vocab_size=self._info.vocab_size, context_length=self._info.context_length)
@@ -211,3 +342,44 @@ class LlamaCppEngine:
             return None
         text = llama_cpp.llama_vocab_get_text(self._vocab, token_id)
         return text.decode("utf-8", errors="replace") if text else None
+
+
+class LlamaCppSequence:
+    """One call in a slot of the engine's context (:class:`phi_backends.backend.EngineSequence`)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_broken",
+        "_chain",
+        "_engine",
+        "_logits_step",
+        "_pending",
+        "_released",
+        "_reused",
+        "_slot",
+    )
+
+    def __init__(
+        self,
+        engine: LlamaCppEngine,
+        slot: Slot,
+        chain: Any,
+        logits_step: LogitsStep | None,
+        pending: list[int],
+        reused: int,
+    ) -> None:
+        self._engine = engine
+        self._slot = slot
+        self._chain = chain
+        self._logits_step = logits_step
+        self._pending = pending  # the ids the next step feeds: the prompt's remainder, then the last sampled one
+        self._reused = reused
+        self._released = False
+        self._broken = False
+
+    @property
+    def reused_tokens(self) -> int:
+        return self._reused
+
+    def release(self) -> None:
+        self._engine._release(self)

@@ -14,6 +14,9 @@ from phi_backends.formats.engine_options import option_values
 #: context would reserve tens of GB for the KV cache).
 DEFAULT_MAX_CTX = 4096
 
+#: llama.cpp's ceiling on sequences in one context (LLAMA_MAX_SEQ).
+MAX_SEQ = 256
+
 
 def _cpu_count() -> int:
     try:
@@ -29,11 +32,17 @@ class EngineOptions:
     n_ctx: int | None = None  # context window; default min(model's training context, 4096)
     n_batch: int = 512  # prompt tokens per llama_decode call
     n_ubatch: int = 512
+    # Sequences decoded together (calls running at once, and conversations whose KV cache is
+    # kept for the next turn). They share one unified cache of n_ctx cells, so more sequences
+    # cost no memory up front; 4 is llama-server's default too: on a CPU a batch of 4 already
+    # takes most of the batching gain, and 4 idle caches keep a few chats warm without crowding
+    # n_ctx with evictable prefixes.
+    n_seq_max: int = 4
     n_threads: int | None = None  # default: every core this process may use
     n_threads_batch: int | None = None  # default: n_threads
     n_gpu_layers: int = 0  # layers offloaded to the GPU; -1 = all (CPU-only builds ignore it)
     main_gpu: int = 0
-    flash_attn: bool | None = None  # None = llama.cpp's automatic choice
+    flash_attn: bool | None = None  # None = off on the CPU (n_gpu_layers 0: see engine.py), else llama.cpp's choice
     offload_kqv: bool = True
     type_k: int | None = None  # KV cache data types (ggml type ids)
     type_v: int | None = None
@@ -49,6 +58,8 @@ class EngineOptions:
         for name in ("n_batch", "n_ubatch"):
             if getattr(parsed, name) < 1:
                 raise OptionError(f"{name} must be at least 1")
+        if not 1 <= parsed.n_seq_max <= MAX_SEQ:
+            raise OptionError(f"n_seq_max must be between 1 and {MAX_SEQ}, got {parsed.n_seq_max}")
         if parsed.n_threads is not None and parsed.n_threads < 1:
             raise OptionError("n_threads must be at least 1")
         del gpu  # n_gpu_layers on a CPU-only build is accepted and ignored, as llama.cpp does
