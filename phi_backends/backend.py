@@ -89,12 +89,18 @@ class Capacity:
     unified cache); None when each sequence has its own cache of ``info.context_length``.
     The core admits a call only while the prompts and token budgets of the running ones fit it.
     ``reuses_prefix`` says whether :meth:`Engine.open` can take a prompt's start from the cache
-    of an earlier call.
+    of an earlier call; ``exact_reuse`` whether a prompt continued from such a cache gets, bit
+    for bit, the logits a fresh computation gets (llama.cpp's CPU kernels round differently for
+    other batch shapes, so the cache of an earlier call is not bit-identical there: False).
+    ``exact_batching`` says whether a sequence's logits in a batch are, bit for bit, its logits
+    alone (llama.cpp on float weights: False, its batched matrix products round differently).
     """
 
     max_sequences: int = 1
     kv_tokens: int | None = None
     reuses_prefix: bool = False
+    exact_reuse: bool = True
+    exact_batching: bool = True
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
 from phi_backends.backend import Capacity, EngineSequence, SequenceRequest
 from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
-from phi_backends.formats.gguf import read_gguf
+from phi_backends.formats.gguf import GGUFInfo, read_gguf
 from phi_backends.logits import LogitsStep
 
 from .gguf_checks import check_for_llama_cpp
@@ -47,6 +47,27 @@ def _init_backend(verbose: bool) -> None:
             _initialized = True
 
 
+#: ggml's float types: F32, F16, BF16.
+FLOAT_TYPES = frozenset({0, 1, 30})
+
+
+def _float_weights(gguf: GGUFInfo) -> bool:
+    """Whether the model's layers hold float weights. llama.cpp's CPU matrix product computes a
+    batch of rows with other kernels than one row for those (llamafile's sgemm): a sequence's
+    log-probabilities moved by up to 0.005 with its batch-mates on SmolLM2 F32 and F16, and by
+    nothing on its Q4_0, Q4_1, Q8_0 and Q4_K_M (measured here)."""
+    return any(t.ggml_type in FLOAT_TYPES for t in gguf.tensors if t.name.startswith("blk.") and len(t.shape) == 2)
+
+
+def _kv_bytes_per_token(model: Any, options: EngineOptions) -> int:
+    """What one token's keys and values take in the KV cache (f16 unless set otherwise)."""
+    n_head = max(1, llama_cpp.llama_model_n_head(model))
+    head_dim = llama_cpp.llama_model_n_embd(model) // n_head
+    width = 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim
+    element = 4 if options.type_k == 0 else 2  # ggml type 0 is f32; quantized types are smaller than f16
+    return int(width * element)
+
+
 class LlamaCppEngine:
     def __init__(self, source: ModelSource, options: EngineOptions) -> None:
         gguf = read_gguf(source.path)  # validates header, metadata and tensor extents first
@@ -67,24 +88,29 @@ class LlamaCppEngine:
             self._vocab = llama_cpp.llama_model_get_vocab(self._model)
             n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
             n_ctx = options.n_ctx or min(n_ctx_train, DEFAULT_MAX_CTX)
+            n_seq = options.sequences(n_ctx * _kv_bytes_per_token(self._model, options))
             cparams = llama_cpp.llama_context_default_params()
-            cparams.n_ctx = n_ctx
+            # A KV cache per sequence (kv_unified off), each of n_ctx cells: a call's cells then sit
+            # at its positions, as when it runs alone. In one unified cache they interleave with the
+            # other calls', the attention groups its sums another way, and the logits moved by
+            # rounding (1e-6 on float32, up to 0.14 on Q4_1's 8-bit activations): enough to change
+            # a sampled token at a top-p boundary. llama.cpp splits n_ctx between the sequences.
+            cparams.n_ctx = n_ctx * n_seq
             cparams.n_batch = options.n_batch
             cparams.n_ubatch = min(options.n_ubatch, options.n_batch)
-            cparams.n_seq_max = options.n_seq_max
-            cparams.kv_unified = True  # every sequence may use all n_ctx cells; the core admits calls that fit
+            cparams.n_seq_max = n_seq
+            cparams.kv_unified = False
             cparams.n_threads = options.threads
             cparams.n_threads_batch = options.n_threads_batch or options.threads
             cparams.offload_kqv = options.offload_kqv
             cparams.no_perf = True
             if options.flash_attn is not None:
                 cparams.flash_attn_type = int(options.flash_attn)
-            elif options.n_gpu_layers == 0:
-                # llama.cpp's CPU flash-attention kernel computes a batch of rows another way than
-                # one row, so a call's logits would move with its batch-mates (enough to change a
-                # sampled token); without it a decode row is the same alone or batched, and on a
-                # CPU it costs about as much either way.
-                cparams.flash_attn_type = 0
+            # Left to llama.cpp (on, where the device has the kernel): its CPU flash attention
+            # computes each query row on its own, so a row's attention is the same in a prompt
+            # batch of 1 or 500 rows; the plain path's matrix products (llamafile's sgemm on the
+            # f16 cache) group their sums by the batch's shape, and a reused prompt's remainder
+            # then came out another way than the whole prompt (a sampled token changed on Q4_1).
             if options.type_k is not None:
                 cparams.type_k = options.type_k
             if options.type_v is not None:
@@ -94,8 +120,8 @@ class LlamaCppEngine:
             self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
             if not self._ctx:
                 raise RuntimeFailure(
-                    f"llama.cpp could not create a context of {n_ctx} tokens for {source.path.name} "
-                    "(out of memory?); try a smaller n_ctx or fewer n_gpu_layers"
+                    f"llama.cpp could not create a context of {n_ctx} tokens x {n_seq} sequences for "
+                    f"{source.path.name} (out of memory?); try a smaller n_ctx or n_seq_max, or fewer n_gpu_layers"
                 )
             self._n_batch = llama_cpp.llama_n_batch(self._ctx)  # llama.cpp clamps it to n_ctx
             n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
@@ -108,11 +134,20 @@ class LlamaCppEngine:
             self._wants = np.ctypeslib.as_array(self._batch.logits, shape=(self._n_batch,))
             np.ctypeslib.as_array(self._batch.n_seq_id, shape=(self._n_batch,))[:] = 1
             self._row_type = ctypes.c_float * n_vocab
-            n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+            n_ctx = llama_cpp.llama_n_ctx_seq(self._ctx)  # each sequence's own (llama.cpp may pad it)
             self._memory = llama_cpp.llama_get_memory(self._ctx)
-            self._slots = SlotTable(options.n_seq_max, n_ctx, self._trim)
+            self._slots = SlotTable(n_seq, n_ctx * n_seq, self._trim)  # caches of their own: none to evict
             self._open: set[LlamaCppSequence] = set()
-            self._capacity = Capacity(max_sequences=options.n_seq_max, kv_tokens=n_ctx, reuses_prefix=True)
+            # Not exact: a kept cache was computed in other batch shapes than a fresh prompt, and
+            # llama.cpp's CPU kernels round by shape (0.009 in a log-probability on SmolLM2 Q4_1);
+            # llama-server documents the same of its cache_prompt.
+            self._capacity = Capacity(
+                max_sequences=n_seq,
+                kv_tokens=None,
+                reuses_prefix=True,
+                exact_reuse=False,
+                exact_batching=not _float_weights(gguf),
+            )
             spm = gguf.tokenizer_model == "llama"
             self._info = EngineInfo(
                 context_length=n_ctx,
@@ -127,7 +162,7 @@ class LlamaCppEngine:
                 metadata={
                     "n_ctx_train": n_ctx_train,
                     "threads": options.threads,
-                    "n_seq_max": options.n_seq_max,
+                    "n_seq_max": n_seq,
                     "file": str(source.path),
                 },
             )
@@ -196,13 +231,24 @@ class LlamaCppEngine:
                 raise GenerationError("this sequence failed in an earlier step and its cache is gone; release it")
             seqs.append(sequence)
         out = [0] * len(seqs)
-        # Fewest pending tokens first: generating sequences and short prompts land in the first
-        # decode and are sampled there, whatever the long prompts behind them need.
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]._pending))
+        # The generating sequences go together in one batch; each new prompt is decoded in a batch
+        # of its own, as it would be alone. (A prompt's rows computed beside other rows came out
+        # another way by rounding on float32 weights: a 1e-6 change in the first token's logits.)
+        generating = [i for i, seq in enumerate(seqs) if seq._sampled]
+        if generating:
+            self._feed(generating, seqs, out)
+        for i, seq in enumerate(seqs):
+            if not seq._sampled:
+                self._feed([i], seqs, out)
+        return out
+
+    def _feed(self, indices: list[int], seqs: list[LlamaCppSequence], out: list[int]) -> None:
+        """Decode the pending ids of ``seqs[i]`` for each i, in chunks of ``n_batch``, sampling each
+        sequence as soon as the decode holding its last row returns."""
         tokens, pos, wants, seq_ids, cap = self._tokens, self._pos, self._wants, self._batch.seq_id, self._n_batch
         n = 0
         ready: list[tuple[int, int]] = []  # (batch row, index in seqs) to sample after the decode
-        for index in order:
+        for index in indices:
             seq = seqs[index]
             pending, slot = seq._pending, seq._slot
             start, total = 0, len(pending)
@@ -229,7 +275,6 @@ class LlamaCppEngine:
                 n, ready = 0, []
         if n:
             self._decode(n, ready, seqs, out)
-        return out
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Teacher forcing (:class:`phi_backends.backend.ScoringEngine`): the logits after every position.
@@ -301,6 +346,7 @@ class LlamaCppEngine:
             token = llama_cpp.llama_sampler_sample(seq._chain, ctx, row)
             out[index] = token
             seq._pending = [token]
+            seq._sampled = True
 
     def _logits_row(self, row: int) -> np.ndarray:
         """The batch row's logits as a writable float32 view (no copy) of llama.cpp's buffer."""
@@ -356,6 +402,7 @@ class LlamaCppSequence:
         "_pending",
         "_released",
         "_reused",
+        "_sampled",
         "_slot",
     )
 
@@ -374,6 +421,7 @@ class LlamaCppSequence:
         self._logits_step = logits_step
         self._pending = pending  # the ids the next step feeds: the prompt's remainder, then the last sampled one
         self._reused = reused
+        self._sampled = False  # True once its prompt is computed: it feeds one token per step
         self._released = False
         self._broken = False
 

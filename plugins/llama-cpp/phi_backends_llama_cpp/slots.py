@@ -1,9 +1,10 @@
 """Which llama.cpp sequence id a call runs in, and what each one's KV cache still holds.
 
-All sequences share one unified cache of ``n_ctx`` cells. A released slot keeps its cells (the
-prompt and the tokens fed after it) so that the next prompt starting the same way, typically the
-next turn of a chat, computes only what is new. Idle caches are evicted, least recently used
-first, when a new call needs their room.
+Each sequence has a KV cache of its own (the engine turns llama.cpp's ``kv_unified`` off). A
+released slot keeps its cells (the prompt and the tokens fed after it) so that the next prompt
+starting the same way, typically the next turn of a chat, computes only what is new. The table
+can also evict idle caches, least recently used first, when the cells all slots may use are
+fewer than they need (a shared cache); the engine gives it room for every slot, so it never has to.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class SlotTable:
                 shared = common_prefix(slot.ids, prompt, limit)
                 if shared > keep:
                     chosen, keep = slot, shared
+            empty = [slot for slot in free if not slot.ids]
+            if chosen is not None and 2 * keep < len(chosen.ids) and empty:
+                # It would throw away most of another conversation's cache for a little of its
+                # start (a BOS, a system prompt): an empty slot costs nothing.
+                chosen, keep = empty[0], 0
         if chosen is None:
             chosen = min(free, key=lambda slot: slot.used_at)
         keep = self._cut(chosen, keep)
