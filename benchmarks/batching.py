@@ -255,9 +255,8 @@ def main() -> None:
     }
     names = list(sides)
     runs: dict[tuple[str, int], list[Run]] = {(name, n): [] for name in names for n in counts}
-    for n in counts:  # warm up
-        for name in names:
-            sides[name](n)
+    for name in names:  # warm up
+        sides[name](2)
     load_before = _loadavg()
     for r in range(args.rounds):
         for n in counts:
