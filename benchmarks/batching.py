@@ -1,7 +1,8 @@
 """Concurrent calls on one llama.cpp Generator against llama.cpp's own batch API (goal: ratio >= 0.9).
 
-For N = 1, 2, 4, 8 streams with different prompts (greedy, same GGUF, threads, n_ctx, flash
-attention off on every side), three ways of running the N sequences:
+For N = 1, 2, 4, 8 streams with different prompts (greedy, same GGUF, threads, n_ctx, a KV cache
+per sequence and llama.cpp's own flash-attention choice on every side), three ways of running the
+N sequences:
 
 - ceiling: llama.cpp's low-level batch API driven directly (all prompts in one ``llama_batch``,
   then one ``llama_batch`` per step with one token per sequence, a native greedy sampler chain per
@@ -80,12 +81,13 @@ class Ceiling:
         self._vocab = ll.llama_model_get_vocab(self._model)
         self._n_vocab = ll.llama_vocab_n_tokens(self._vocab)
         cparams = ll.llama_context_default_params()
-        cparams.n_ctx = n_ctx
+        # The context our engine makes: a KV cache of n_ctx cells per sequence, flash attention as
+        # llama.cpp chooses (plugins/llama-cpp/phi_backends_llama_cpp/engine.py).
+        cparams.n_ctx = n_ctx * n_seq_max
         cparams.n_batch = cparams.n_ubatch = 512
         cparams.n_seq_max = n_seq_max
-        cparams.kv_unified = True
+        cparams.kv_unified = False
         cparams.n_threads = cparams.n_threads_batch = threads
-        cparams.flash_attn_type = 0
         cparams.no_perf = True
         self._ctx = ll.llama_init_from_model(self._model, cparams)
         self._memory = ll.llama_get_memory(self._ctx)

@@ -85,7 +85,7 @@ def main() -> None:
     llm = on_worker(
         lambda: llama_cpp.Llama(
             model_path=str(path), n_ctx=args.n_ctx, n_threads=args.threads, n_threads_batch=args.threads,
-            n_batch=512, flash_attn=False, verbose=False,
+            n_batch=512, flash_attn=True, verbose=False,  # as our engine runs it (llama.cpp's choice on a CPU)
         )
     )  # fmt: skip
     greedy = {"temperature": 0.0, "repeat_penalty": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
