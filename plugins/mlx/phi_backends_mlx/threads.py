@@ -11,10 +11,11 @@ on close: the process keeps as many as there were engines open at once, not one 
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 __all__ = ["MlxThread", "give_back", "lend"]
 
@@ -25,17 +26,36 @@ _lock = threading.Lock()
 
 
 class MlxThread:
-    """One long-lived thread that runs what it is given, one thing at a time."""
+    """One long-lived daemon thread that runs what it is given, one thing at a time.
+
+    A daemon thread, never joined: when a thread that computed with MLX ends, its thread-local
+    streams are destroyed with their native threads still joinable, and C++ calls
+    ``std::terminate`` ("terminate called without an active exception", SIGABRT). A
+    ``ThreadPoolExecutor``'s threads are joined at interpreter exit, which aborted
+    ``phi-backends run`` after it had printed its answer.
+    """
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phi-backends-mlx")
-        self._ident = self._executor.submit(threading.get_ident).result()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        thread = threading.Thread(target=self._serve, name="phi-backends-mlx", daemon=True)
+        thread.start()
+        self._ident = thread.ident
 
     def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` on this thread; its exception, if any, raised here."""
         if threading.get_ident() == self._ident:
             return fn(*args)
-        return self._executor.submit(fn, *args).result()
+        future: Future[T] = Future()
+        self._jobs.put((lambda: fn(*args), future))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            work, future = self._jobs.get()
+            try:
+                future.set_result(work())
+            except BaseException as exc:
+                future.set_exception(exc)
 
 
 def lend() -> MlxThread:
