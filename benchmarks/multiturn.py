@@ -65,7 +65,9 @@ def main() -> None:
     import llama_cpp
 
     path = resolve(args.model, formats=("gguf",)).path
-    gen = pb.load(str(path), backend="llama-cpp", n_ctx=args.n_ctx, n_threads=args.threads)
+    # One sequence, as Llama has one cache: with more slots, an earlier round's turn-6 call would
+    # still be cached in a slot of its own and the next round would time a cache hit of all of it.
+    gen = pb.load(str(path), backend="llama-cpp", n_ctx=args.n_ctx, n_threads=args.threads, n_seq_max=1)
     answer_cfg = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0, max_tokens=args.answer_tokens)
     first_cfg = answer_cfg.replace(max_tokens=1)
 
