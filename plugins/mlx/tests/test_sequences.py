@@ -6,7 +6,7 @@ part; what it generates must not change (greedy and seeded sampling, penalty win
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,18 +49,6 @@ def run(
         return ids, sequence.reused_tokens, logprobs
     finally:
         sequence.release()
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_phi3_mlx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(tiny_phi3_mlx), backend="mlx") as gen:
-        yield gen
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_mlx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(smollm2_mlx), backend="mlx") as gen:
-        yield gen
 
 
 @pytest.fixture(params=["tiny", "smol"])

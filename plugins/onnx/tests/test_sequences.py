@@ -8,8 +8,7 @@ token paths (the engine's argmax, and ReferenceSampler on the raw logits) and wh
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,18 +27,6 @@ SAMPLED = pb.SamplingConfig(temperature=1.0, top_p=0.95, min_p=0.02)
 CASES = {"engine-greedy": GREEDY, "emulated-greedy": LOGPROBS, "sampled": SAMPLED}
 TURNS = ["Tell me about frozen ponds.", "And what about hockey on them?", "Is it safe?"]
 STEPS = 16
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_onnx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(smollm2_onnx), backend="onnx") as gen:
-        yield gen
-
-
-@pytest.fixture(scope="module")
-def phi3(tiny_phi3_onnx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(tiny_phi3_onnx), backend="onnx") as gen:
-        yield gen
 
 
 @pytest.fixture(params=["smol", "phi3"])
