@@ -21,7 +21,7 @@ from phi_backends.backend import Capacity, ModelSource, SequenceRequest
 from phi_backends.errors import GenerationError, OptionError
 from phi_backends.logits import LogitsStep
 from phi_backends.sampling import ReferenceSampler
-from phi_backends.testing.engines import SequenceRun, drive_sequence, drive_sequences
+from phi_backends.testing import SequenceRun, drive_sequence, drive_sequences
 from tests.parity.float_gguf import float32_gguf
 
 N_CTX = 1024

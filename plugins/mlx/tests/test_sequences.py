@@ -15,7 +15,7 @@ import pytest
 import phi_backends as pb
 from phi_backends.backend import Engine, SequenceRequest
 from phi_backends.logits import LogitsStep, TokenLogprob
-from phi_backends.testing.engines import drive_sequence
+from phi_backends.testing import drive_sequence
 
 GREEDY = pb.SamplingConfig(temperature=0, repeat_penalty=1.0)
 CONFIGS = {

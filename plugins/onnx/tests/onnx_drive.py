@@ -8,7 +8,7 @@ from typing import Any
 import phi_backends as pb
 from phi_backends.backend import SequenceRequest
 from phi_backends.logits import LogitsStep
-from phi_backends.testing.engines import SequenceRun, drive_sequence
+from phi_backends.testing import SequenceRun, drive_sequence
 
 
 def drive(

@@ -19,7 +19,7 @@ from phi_backends_onnx.sequence import reusable_prefix, rope_switch
 import phi_backends as pb
 from phi_backends.backend import ScoringEngine
 from phi_backends.logits import LogitsStep
-from phi_backends.testing.engines import SequenceRun
+from phi_backends.testing import SequenceRun
 from tests.fixtures.tiny_phi3 import END_ID, SCRIPT_IDS
 
 GREEDY = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0)
