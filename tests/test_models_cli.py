@@ -433,3 +433,19 @@ def test_a_wrong_file_name_lists_what_the_repository_holds(hub: FakeHub, env: di
 
     expect_cli_error(result, 1, "Phi-3-mini-4k-instruct-q8.gguf is not in", GGUF_FILE,
                      what="pull of a catalogue entry whose file the repository does not have")  # fmt: skip
+
+
+def test_pull_follows_the_configured_backend_and_provider(hub: FakeHub, env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('backend = "onnx"\n\n[onnx]\nprovider = "cuda"\n')
+    env["PHI_BACKENDS_CONFIG"] = str(config)
+
+    result = cli("pull", "phi-4-mini", "--json", env=env)
+
+    assert result.returncode == 0, result.stderr
+    pulled = json.loads(result.stdout)
+    assert (pulled["backend"], pulled["provider"]) == ("onnx", "cuda")
+    assert pulled["path"].endswith(GPU_DIR)
+    # a flag wins over the config, as for `run`
+    flagged = json.loads(cli("pull", "phi-4-mini", "--provider", "cpu", "--json", env=env).stdout)
+    assert flagged["path"].endswith(CPU_DIR) and flagged["provider"] == "cpu"

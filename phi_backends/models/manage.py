@@ -9,6 +9,7 @@ never guesses at the cache's layout; like :mod:`.hub`, it imports ``huggingface_
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from .. import config, plugins
 from ..backend import ModelQuery, ModelSource
-from ..errors import BackendUnavailableError, PhiBackendsError, UsageError
+from ..errors import BackendUnavailableError, PhiBackendsError, RuntimeFailure, UsageError
 from . import hub
 from .catalogue import Artifact, CatalogueEntry
 from .resolve import catalogue, package_file, query, resolve
@@ -262,7 +263,13 @@ def scan() -> CacheIndex:
         return CacheIndex(folder)
     from huggingface_hub import scan_cache_dir
 
-    info = scan_cache_dir(folder)
+    try:
+        info = scan_cache_dir(folder)
+    except OSError as exc:
+        raise RuntimeFailure(
+            f"cannot read the Hugging Face cache ({folder}): {exc.strerror or exc}; check its permissions, "
+            "or point HF_HOME / HF_HUB_CACHE at another folder"
+        ) from None
     repos = {repo.repo_id: repo for repo in info.repos if repo.repo_type == "model"}
     return CacheIndex(folder, info, repos)
 
@@ -360,10 +367,28 @@ class Removal:
         revision goes, refs and all), then the partial downloads it does not track."""
         assert self.index.info is not None or not self.repos
         hashes = [rev.commit_hash for repo in self.repos for rev in repo.revisions]
-        if hashes:
-            self.index.info.delete_revisions(*hashes).execute()
-        for partial in self.partial:
-            partial.file_path.unlink(missing_ok=True)
+        # The strategy logs (with a traceback) what it could not delete rather than raising:
+        # quiet it, then check what is left and say so in one line.
+        cache_logger = logging.getLogger("huggingface_hub.utils._cache_manager")
+        level = cache_logger.level
+        cache_logger.setLevel(logging.CRITICAL)
+        try:
+            if hashes:
+                self.index.info.delete_revisions(*hashes).execute()
+            for partial in self.partial:
+                partial.file_path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise RuntimeFailure(_cannot_delete(exc.filename or "files", self.index.folder, exc.strerror)) from None
+        finally:
+            cache_logger.setLevel(level)
+        left = [r.repo_path for r in self.repos if any(Path(r.repo_path).glob("snapshots/*/*"))]
+        if left:
+            raise RuntimeFailure(_cannot_delete(left[0], self.index.folder, None))
+
+
+def _cannot_delete(what: object, folder: Path, reason: str | None) -> str:
+    because = f": {reason}" if reason else ""
+    return f"cannot delete {what} from the Hugging Face cache ({folder}){because}; check the folder's permissions"
 
 
 def plan_removal(name: str, *, backend: str | None = None) -> Removal:
