@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from ..errors import PhiBackendsError, UsageError
 from ..models.catalogue import DEFAULT_MODEL
 from . import config as cli_config
+from . import models as cli_models
 from . import parity as cli_parity
 
 SEED_PROMPT = "Write a haiku about ice hockey"
@@ -77,8 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="backend preference order for ties in fit, comma-separated, e.g. onnx,llama-cpp (default: the config's)",
     )
     cli_config.add_parser(commands)
-    models = commands.add_parser("models", help="list catalogue models and what is cached")
-    models.add_argument("--json", action="store_true")
+    cli_models.add_parsers(commands)  # pull, models, rm
     cli_parity.add_parity_parser(commands)
     return parser
 
@@ -91,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "backends":
             return _backends(args)
-        if args.command == "models":
-            return _models(args)
+        if args.command in cli_models.COMMANDS:
+            return cli_models.command(args)
         if args.command == "config":
             return cli_config.command(args)
         if args.command == "parity":
@@ -272,43 +272,6 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         print("\n".join(explanation.lines()))
     return 0 if explanation.chosen else 1
-
-
-def _models(args: argparse.Namespace) -> int:
-    from .. import models
-    from ..models import hub
-
-    rows: list[dict[str, Any]] = []
-    for entry in models.catalogue().values():
-        cached: dict[str, str | None] = {}
-        for fmt, artifact in entry.artifacts.items():
-            if artifact.package:
-                found = models.package_file(artifact)
-                cached[fmt] = str(found) if found else None
-            elif artifact.path:
-                cached[fmt] = artifact.path if os.path.exists(artifact.path) else None
-            elif artifact.repo and artifact.filename:
-                found = hub.cached_file(artifact.repo, artifact.filename)
-                cached[fmt] = str(found) if found else None
-            else:
-                cached[fmt] = None
-        rows.append(
-            {
-                "name": entry.name,
-                "aliases": list(entry.aliases),
-                "description": entry.description,
-                "template": entry.template,
-                "formats": {f: a.describe() for f, a in entry.artifacts.items()},
-                "cached": cached,
-            }
-        )
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for r in rows:
-        where = ", ".join(f"{fmt}{' (cached)' if r['cached'][fmt] else ''}" for fmt in r["formats"])
-        print(f"{r['name']:<26} {where:<40} {r['description']}")
-    return 0
 
 
 def _version() -> str:

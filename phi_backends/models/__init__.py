@@ -2,7 +2,8 @@
 
 - :mod:`.catalogue`: the built-in entries (name → artifacts per format, template, context);
 - :mod:`.resolve`: a local path, a catalogue name or a hub repo id → a :class:`ModelSource`;
-- :mod:`.hub`: downloads through huggingface-hub, with one-line errors.
+- :mod:`.hub`: downloads through huggingface-hub, with one-line errors;
+- :mod:`.manage`: what ``pull`` downloads, what the cache holds (``models``), freeing it (``rm``).
 """
 
 from .resolve import (

@@ -81,8 +81,10 @@ _ENTRIES = [
         context_length=131072,
         aliases=("phi-3-mini-128k",),
         artifacts={
+            # bartowski/Phi-3-mini-128k-instruct-GGUF could not be confirmed; this is the same model
+            # as microsoft/Phi-3-mini-128k-instruct today (its July 2024 weights, "3.1" in the name).
             "gguf": Artifact(
-                repo="bartowski/Phi-3-mini-128k-instruct-GGUF", filename="Phi-3-mini-128k-instruct-Q4_K_M.gguf"
+                repo="bartowski/Phi-3.1-mini-128k-instruct-GGUF", filename="Phi-3.1-mini-128k-instruct-Q4_K_M.gguf"
             ),
             "onnx": _phi3_onnx(
                 "microsoft/Phi-3-mini-128k-instruct-onnx",
@@ -101,10 +103,11 @@ _ENTRIES = [
         aliases=("phi3.5", "phi-3.5-mini", "phi-3.5"),
         artifacts={
             "gguf": Artifact(repo="bartowski/Phi-3.5-mini-instruct-GGUF", filename="Phi-3.5-mini-instruct-Q4_K_M.gguf"),
+            # The CUDA build moved from cuda/cuda-int4-awq-block-128 to gpu/.
             "onnx": _phi3_onnx(
                 "microsoft/Phi-3.5-mini-instruct-onnx",
                 cpu="cpu_and_mobile/cpu-int4-awq-block-128-acc-level-4",
-                cuda="cuda/cuda-int4-awq-block-128",
+                cuda="gpu/gpu-int4-awq-block-128",
             ),
             "mlx": Artifact(repo="mlx-community/Phi-3.5-mini-instruct-4bit"),
         },
@@ -120,11 +123,13 @@ _ENTRIES = [
                 repo="bartowski/microsoft_Phi-4-mini-instruct-GGUF",
                 filename="microsoft_Phi-4-mini-instruct-Q4_K_M.gguf",
             ),
+            # One GPU folder whose config names no device: the app picks CUDA or DirectML.
             "onnx": Artifact(
                 repo="microsoft/Phi-4-mini-instruct-onnx",
                 subfolders={
                     "cpu": "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4",
                     "cuda": "gpu/gpu-int4-rtn-block-32",
+                    "dml": "gpu/gpu-int4-rtn-block-32",
                 },
             ),
             "mlx": Artifact(repo="mlx-community/Phi-4-mini-instruct-4bit"),
@@ -138,6 +143,13 @@ _ENTRIES = [
         aliases=("phi4",),
         artifacts={
             "gguf": Artifact(repo="microsoft/phi-4-gguf", filename="phi-4-q4.gguf"),
+            "onnx": Artifact(
+                repo="microsoft/phi-4-onnx",
+                subfolders={
+                    "cpu": "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4",
+                    "cuda": "gpu/gpu-int4-rtn-block-32",
+                },
+            ),
             "mlx": Artifact(repo="mlx-community/phi-4-4bit"),
         },
     ),

@@ -440,7 +440,8 @@ def _os_error(error: BaseException, *, what: str) -> DownloadError:
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return DownloadError(
             f"no space left on the disk of the Hugging Face cache ({cache}) while downloading {what}; "
-            "free some space, or set HF_HOME to a folder on a disk with room"
+            "free some space, or set HF_HOME to a folder on a disk with room, and try again "
+            "(the file cut short was removed; files finished before are kept)"
         )
     text = str(error)
     if "Consistency check failed" in text:
@@ -451,7 +452,8 @@ def _os_error(error: BaseException, *, what: str) -> DownloadError:
     target = getattr(error, "filename", None) or cache
     return DownloadError(
         f"cannot write {what} to the Hugging Face cache ({target}): {reason}; "
-        "check the folder's permissions and free space, or set HF_HOME to another folder"
+        "check the folder's permissions and free space, or set HF_HOME to another folder, and try again "
+        "(the file cut short was removed; files finished before are kept)"
     )
 
 
