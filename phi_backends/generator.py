@@ -145,14 +145,21 @@ class Generator:
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
-        return self._engine.tokenize(self.render(prompt, template=chat_template), add_bos=self.info.add_bos)
+        text = self.render(prompt, template=chat_template)
+        _check_encodable(text)
+        return self._engine.tokenize(text, add_bos=self.info.add_bos)
 
     def render(self, prompt: Prompt, *, template: TemplateArg = AUTO) -> str:
         """The prompt text after the chat template (without the BOS token the tokenizer adds)."""
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
         if chat_template is None:
             if not isinstance(prompt, str):
-                raise UsageError("raw mode (template=None) takes a str prompt, not messages")
+                what = (
+                    "messages"
+                    if isinstance(prompt, Sequence) and not isinstance(prompt, bytes)
+                    else "a " + type(prompt).__name__
+                )
+                raise UsageError(f"raw mode (template=None) takes a str prompt, not {what}")
             return prompt
         return chat_template.render(normalize_messages(prompt), add_generation_prompt=True)
 
@@ -310,3 +317,16 @@ def _is_empty(prompt_ids: Sequence[int], *, add_bos: bool) -> bool:
     if not prompt_ids:
         return True
     return add_bos and all(token == prompt_ids[0] for token in prompt_ids)
+
+
+def _check_encodable(text: str) -> None:
+    """Refuse text no tokenizer can encode: lone surrogates, which Python makes of bytes that were
+    not UTF-8 (``surrogateescape``: file names, ``sys.argv``, ``os.environ``) or of a split pair."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(
+            f"the prompt is not valid Unicode text: it holds the lone surrogate U+{ord(text[exc.start]):04X} "
+            f"at character {exc.start} (often bytes that were not UTF-8, decoded with surrogateescape); "
+            "pass text decoded from UTF-8"
+        ) from None
