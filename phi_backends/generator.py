@@ -157,7 +157,7 @@ class Generator:
                 what = (
                     "messages"
                     if isinstance(prompt, Sequence) and not isinstance(prompt, bytes)
-                    else "a " + type(prompt).__name__
+                    else type(prompt).__name__
                 )
                 raise UsageError(f"raw mode (template=None) takes a str prompt, not {what}")
             return prompt

@@ -128,8 +128,10 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _os_error(exc: OSError) -> str:
     what = f"cannot read {exc.filename}" if exc.filename else "a file operation failed"
-    fix = "check its permissions (ls -l) or run as a user who may read it" if isinstance(exc, PermissionError) else (
-        "check the file and the disk"
+    fix = (
+        "check its permissions (ls -l) or run as a user who may read it"
+        if isinstance(exc, PermissionError)
+        else ("check the file and the disk")
     )
     return f"{what}: {exc.strerror or exc}; {fix}"
 

@@ -109,7 +109,7 @@ class _CheckedStream:
             char = exc.object[exc.start]
             raise RuntimeFailure(
                 f"stdout's encoding ({exc.encoding}) cannot show the text ({char!r}, U+{ord(char):04X}); "
-                f"{_FIX_ENCODING}, or use --json"
+                f"{_FIX_ENCODING}"
             ) from None
         except BrokenPipeError:
             raise
