@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib.metadata
 import threading
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 import mlx.core as mx
@@ -350,7 +350,8 @@ def _kv_bytes_per_token(folder: ModelFolder) -> tuple[int, int]:
     """One token's keys and values in float16 (mlx-lm's cache holds the activations' type), and
     the attention heads; (0, 0) when config.json does not say."""
     config = folder.config
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    nested = config.get("text_config")  # multimodal configs keep the language model's here
+    text: Mapping[str, Any] = nested if isinstance(nested, Mapping) else {}
 
     def number(*keys: str) -> int:
         for source in (config, text):
