@@ -8,9 +8,10 @@ strings, stop at the model family's end-of-turn tokens, and report usage and tim
 
 from __future__ import annotations
 
+import operator
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .backend import Capacity, Engine, EngineInfo, ScoringEngine, SequenceRequest
@@ -180,9 +181,12 @@ class Generator:
             raise UsageError(f"the {self.backend} engine cannot score token ids (it has no logits method)")
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise UsageError(f"ids must be a sequence of token ids (ints), got {type(ids).__name__}")
         ids = list(ids)
         if not ids:
             raise UsageError("no token ids to score; give at least one")
+        ids = _token_ids(ids, self.info.vocab_size)
         context = self.info.context_length
         if len(ids) > context:
             raise ContextLengthError(
@@ -330,3 +334,17 @@ def _check_encodable(text: str) -> None:
             f"at character {exc.start} (often bytes that were not UTF-8, decoded with surrogateescape); "
             "pass text decoded from UTF-8"
         ) from None
+
+
+def _token_ids(ids: list[Any], vocab: int) -> list[int]:
+    """Ints (NumPy's too) in ``[0, vocab)``: an id past the vocabulary reads past the engine's tables."""
+    checked = []
+    for index, token in enumerate(ids):
+        try:
+            value = operator.index(token)
+        except TypeError:
+            value = -1
+        if isinstance(token, bool) or not 0 <= value < vocab:
+            raise UsageError(f"ids[{index}] is {token!r:.40}, not a token id; ids are ints in [0, {vocab})")
+        checked.append(value)
+    return checked

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from phi_backends import plugins
@@ -134,9 +136,21 @@ def test_a_model_folder_the_user_may_not_read(tmp_path: Path) -> None:
 # -- the library ---------------------------------------------------------------------------
 
 
+class ScoringByteEngine(ByteEngine):
+    """The byte engine with teacher forcing: uniform logits, and the ids it was asked to score."""
+
+    def __init__(self) -> None:
+        super().__init__(add_bos=True)
+        self.scored: list[list[int]] = []
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        self.scored.append(list(ids))
+        return np.zeros((len(ids), self.info.vocab_size), dtype=np.float32)
+
+
 @pytest.fixture
 def gen() -> Generator:
-    return Generator(ByteEngine(add_bos=True), backend="bytes", model="bytes", template=get_template("chatml"))
+    return Generator(ScoringByteEngine(), backend="bytes", model="bytes", template=get_template("chatml"))
 
 
 @pytest.mark.parametrize("template", [None, "chatml"], ids=["raw", "templated"])
@@ -168,11 +182,33 @@ def test_a_prompt_of_lone_surrogates_is_a_usage_error(gen: Generator, template: 
         ("generate with a message whose content is a list", lambda g: g.generate([{"role": "user", "content": ["a"]}]), "content of type list"),
         ("generate raw with a number as the prompt", lambda g: g.generate(5, template=None), "not int"),
         ("generate with a number as the template", lambda g: g.generate("hi", template=5), "template must be"),
+        ("score with a str of ids", lambda g: g.score("abc"), "ids must be a sequence of token ids"),
+        ("score with an id past the vocabulary", lambda g: g.score([65, 10**9]), "ids[1] is 1000000000, not a token id"),
+        ("score with a negative id", lambda g: g.score([-1]), "ids[0] is -1"),
+        ("score with a float id", lambda g: g.score([1.5]), "ids[0] is 1.5"),
     ],
 )  # fmt: skip
 def test_wrong_types_from_python_are_usage_errors(gen: Generator, what: str, call: object, needle: str) -> None:
     with pytest.raises(UsageError) as raised:
         call(gen)  # type: ignore[operator]
+    expect_api_error(raised.value, UsageError, needle, what=what)
+    engine = gen._engine
+    assert isinstance(engine, ScoringByteEngine) and engine.asked == [] and engine.scored == []
+    assert gen.score(np.array([65, 66])).shape == (2, 257), "NumPy ids still score"
+
+
+@pytest.mark.parametrize(
+    ("what", "kwargs", "needle"),
+    [
+        ("load with a number as the template", {"template": 5}, "argument template"),
+        ("load with a str as progress", {"progress": "no"}, "argument progress"),
+    ],
+)
+def test_load_with_arguments_of_the_wrong_type(what: str, kwargs: dict[str, object], needle: str) -> None:
+    import phi_backends as pb
+
+    with pytest.raises(UsageError) as raised:
+        pb.load("smollm2", **kwargs)  # type: ignore[arg-type]
     expect_api_error(raised.value, UsageError, needle, what=what)
 
 
