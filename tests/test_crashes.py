@@ -230,7 +230,11 @@ def test_the_memory_check_says_both_numbers(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(RuntimeFailure) as raised:
         check_fits(real * 4, what="four times this machine", hint="ask for less")
     expect_api_error(
-        raised.value, RuntimeFailure, "needs about", "available; ask for less", what="a cache 4x the memory"
+        raised.value,
+        RuntimeFailure,
+        "needs about",
+        "available (and 10% of it is left for the rest); ask for less",
+        what="a cache 4x the memory",
     )
     monkeypatch.setenv(MEMORY_ENV, "1M")
     with pytest.raises(RuntimeFailure, match="this machine has 1 MiB available"):

@@ -84,7 +84,7 @@ def test_a_context_far_past_the_memory_is_refused_before_allocating(smollm2: Pat
         1,
         f"a context of {n_ctx:,} tokens",
         "needs about",
-        "available; load it with a smaller n_ctx",
+        "available (and 10% of it is left for the rest); load it with a smaller n_ctx",
         what="-O n_ctx far past the machine's memory",
     )
     assert "KV cache" in line and "weights" in line
