@@ -8,7 +8,7 @@ from typing import Any
 
 from . import config, models
 from .backend import Backend, Engine, ModelQuery, ModelSource
-from .errors import BackendUnavailableError, PhiBackendsError
+from .errors import BackendUnavailableError, PhiBackendsError, UsageError
 from .generator import AUTO, Generator, TemplateArg
 from .selection import choice
 from .selection.choice import Choice, Explanation
@@ -42,6 +42,12 @@ def load(
     key by key) and the sampling defaults (:attr:`Generator.sampling`). The arguments given
     are the configuration's flag layer.
     """
+    if template is not None and not isinstance(template, (str, ChatTemplate)):
+        raise UsageError(
+            f"argument template: must be a template name, a ChatTemplate or None, got {type(template).__name__}"
+        )
+    if not isinstance(progress, bool):
+        raise UsageError(f"argument progress: must be True or False, got {type(progress).__name__}")
     # None or a ChatTemplate is used as given; a name is a config value, and "auto" asks the config.
     named = template if isinstance(template, str) and template != AUTO else None
     given = {"model": model, "backend": backend, "platform": platform, "template": named}

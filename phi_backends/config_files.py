@@ -129,4 +129,9 @@ def _parse(path: Path, mtime: int, size: int, hint: str) -> Mapping[str, Any]:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"cannot read config file {path}: invalid TOML: {exc}; {hint}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(
+            f"cannot read config file {path}: its arrays or tables are nested too deeply "
+            f"(past Python's recursion limit of {sys.getrecursionlimit()}); {hint}"
+        ) from None
     return data

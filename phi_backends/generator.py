@@ -8,9 +8,10 @@ strings, stop at the model family's end-of-turn tokens, and report usage and tim
 
 from __future__ import annotations
 
+import operator
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .backend import Capacity, Engine, EngineInfo, ScoringEngine, SequenceRequest
@@ -145,14 +146,21 @@ class Generator:
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
-        return self._engine.tokenize(self.render(prompt, template=chat_template), add_bos=self.info.add_bos)
+        text = self.render(prompt, template=chat_template)
+        _check_encodable(text)
+        return self._engine.tokenize(text, add_bos=self.info.add_bos)
 
     def render(self, prompt: Prompt, *, template: TemplateArg = AUTO) -> str:
         """The prompt text after the chat template (without the BOS token the tokenizer adds)."""
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
         if chat_template is None:
             if not isinstance(prompt, str):
-                raise UsageError("raw mode (template=None) takes a str prompt, not messages")
+                what = (
+                    "messages"
+                    if isinstance(prompt, Sequence) and not isinstance(prompt, bytes)
+                    else type(prompt).__name__
+                )
+                raise UsageError(f"raw mode (template=None) takes a str prompt, not {what}")
             return prompt
         return chat_template.render(normalize_messages(prompt), add_generation_prompt=True)
 
@@ -173,9 +181,12 @@ class Generator:
             raise UsageError(f"the {self.backend} engine cannot score token ids (it has no logits method)")
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise UsageError(f"ids must be a sequence of token ids (ints), got {type(ids).__name__}")
         ids = list(ids)
         if not ids:
             raise UsageError("no token ids to score; give at least one")
+        ids = _token_ids(ids, self.info.vocab_size)
         context = self.info.context_length
         if len(ids) > context:
             raise ContextLengthError(
@@ -310,3 +321,30 @@ def _is_empty(prompt_ids: Sequence[int], *, add_bos: bool) -> bool:
     if not prompt_ids:
         return True
     return add_bos and all(token == prompt_ids[0] for token in prompt_ids)
+
+
+def _check_encodable(text: str) -> None:
+    """Refuse text no tokenizer can encode: lone surrogates, which Python makes of bytes that were
+    not UTF-8 (``surrogateescape``: file names, ``sys.argv``, ``os.environ``) or of a split pair."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(
+            f"the prompt is not valid Unicode text: it holds the lone surrogate U+{ord(text[exc.start]):04X} "
+            f"at character {exc.start} (often bytes that were not UTF-8, decoded with surrogateescape); "
+            "pass text decoded from UTF-8"
+        ) from None
+
+
+def _token_ids(ids: list[Any], vocab: int) -> list[int]:
+    """Ints (NumPy's too) in ``[0, vocab)``: an id past the vocabulary reads past the engine's tables."""
+    checked = []
+    for index, token in enumerate(ids):
+        try:
+            value = operator.index(token)
+        except TypeError:
+            value = -1
+        if isinstance(token, bool) or not 0 <= value < vocab:
+            raise UsageError(f"ids[{index}] is {token!r:.40}, not a token id; ids are ints in [0, {vocab})")
+        checked.append(value)
+    return checked

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["CLI", "run_cli"]
+__all__ = ["CLI", "run_cli", "run_cli_io"]
 
 #: The console script installed next to the interpreter running the tests.
 CLI = str(Path(sys.executable).parent / "phi-backends")
@@ -35,3 +35,51 @@ def run_cli(
     if block_plugins is not None:
         full_env["PHI_BACKENDS_BLOCK_PLUGINS"] = ",".join(block_plugins)
     return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def run_cli_io(
+    *args: str | bytes,
+    stdin: bytes | None = None,
+    close: Iterable[int] = (),
+    stdout: str | None = None,
+    env: Mapping[str, str] | None = None,
+    block_plugins: Iterable[str] | None = None,
+    cwd: str | Path | None = None,
+    timeout: float = 120,
+    without_root_privileges: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``phi-backends *args`` with the shell's ways of handing a command odd streams: arguments
+    as raw bytes, ``stdin`` as raw bytes, descriptors in ``close`` closed (``<&-``, ``>&-``),
+    ``stdout`` a path to write to (``>/dev/full``). ``without_root_privileges``: as root, drop the
+    capabilities that let root read any file (a test of permissions means nothing otherwise).
+    stdout and stderr come back decoded (undecodable bytes replaced)."""
+    full_env = {**os.environ, "HF_HUB_DISABLE_XET": "1", **(env or {})}
+    if block_plugins is not None:
+        full_env["PHI_BACKENDS_BLOCK_PLUGINS"] = ",".join(block_plugins)
+    closing = tuple(close)
+    command: list[str | bytes] = [CLI, *args]
+    if without_root_privileges and os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+
+    def close_fds() -> None:
+        for fd in closing:
+            os.close(fd)
+
+    out = open(stdout, "wb") if stdout else None  # noqa: SIM115 - closed below, after the process
+    try:
+        result = subprocess.run(
+            command,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            stdout=out if out else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=cwd,
+            timeout=timeout,
+            preexec_fn=close_fds if closing else None,  # only os.close, before exec
+        )
+    finally:
+        if out:
+            out.close()
+    decode = lambda data: (data or b"").decode("utf-8", "replace")  # noqa: E731
+    return subprocess.CompletedProcess(result.args, result.returncode, decode(result.stdout), decode(result.stderr))

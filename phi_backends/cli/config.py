@@ -114,7 +114,7 @@ def _parse_option(item: str) -> tuple[str, Any]:
         raise UsageError(f"--option takes KEY=VALUE, got {item!r}")
     try:
         value: Any = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # not JSON (or nested past the stack): the text as is
         value = raw
     return key.strip().replace("-", "_"), value
 

@@ -15,6 +15,7 @@ from ..errors import PhiBackendsError, UsageError
 from ..models.catalogue import DEFAULT_MODEL
 from . import config as cli_config
 from . import models as cli_models
+from . import output
 from . import parity as cli_parity
 
 SEED_PROMPT = "Write a haiku about ice hockey"
@@ -84,28 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "backends":
-            return _backends(args)
-        if args.command in cli_models.COMMANDS:
-            return cli_models.command(args)
-        if args.command == "config":
-            return cli_config.command(args)
-        if args.command == "parity":
-            return cli_parity.parity_command(args)
-        parser.print_help()
-        return 2
+        output.check_arguments(sys.argv[1:] if argv is None else argv)
+        with output.checked_stdout():
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            return _command(parser, args)
     except PhiBackendsError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader left (`| head`): not an error
+        output.silence_stdout()
         return 0
+    except OSError as exc:  # the machine's answer about a file (permissions, a failing disk): not our bug
+        _fail(_os_error(exc), 1)
     except Exception as exc:
         if os.environ.get("PHI_BACKENDS_DEBUG"):
             raise
@@ -114,6 +109,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             1,
         )
     return 0
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run(args)
+    if args.command == "backends":
+        return _backends(args)
+    if args.command in cli_models.COMMANDS:
+        return cli_models.command(args)
+    if args.command == "config":
+        return cli_config.command(args)
+    if args.command == "parity":
+        return cli_parity.parity_command(args)
+    parser.print_help()
+    return 2
+
+
+def _os_error(exc: OSError) -> str:
+    what = f"cannot read {exc.filename}" if exc.filename else "a file operation failed"
+    fix = (
+        "check its permissions (ls -l) or run as a user who may read it"
+        if isinstance(exc, PermissionError)
+        else ("check the file and the disk")
+    )
+    return f"{what}: {exc.strerror or exc}; {fix}"
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -126,7 +146,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def _run(args: argparse.Namespace) -> int:
     flags, options = cli_config.flags(args)
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = output.read_stdin() if args.prompt == "-" else args.prompt
     if args.raw and args.system:
         raise UsageError("--system needs a chat template; drop --raw or put the system text in the prompt")
     if args.raw and args.template:
@@ -152,7 +172,8 @@ def _run(args: argparse.Namespace) -> int:
         result = stream.completion
         assert result is not None
         if args.json:
-            print(json.dumps(_completion_json(result), ensure_ascii=False))
+            text = json.dumps(_completion_json(result), ensure_ascii=False)
+            print(text if output.stdout_can_encode(text) else json.dumps(_completion_json(result)))
         else:
             sys.stdout.write("\n")
         if args.stats:

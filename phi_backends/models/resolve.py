@@ -70,6 +70,7 @@ def find_entry(name: str) -> CatalogueEntry | None:
 def detect_format(path: Path) -> str | None:
     """The name of the format an existing path holds a model in, or None: asks every format the
     registered backends read (:func:`phi_backends.plugins.model_formats`); the most specific wins."""
+    _check_readable(path)
     claims = [fmt for fmt in plugins.model_formats().values() if _claims(fmt, path)]
     return max(claims, key=lambda fmt: fmt.priority).name if claims else None
 
@@ -78,6 +79,25 @@ def describe_format(name: str) -> str:
     """``"a GGUF file"`` for ``"gguf"``: how messages name one model in that format."""
     fmt = plugins.model_formats().get(name)
     return fmt.description if fmt else f"a {name} model"
+
+
+def _check_readable(path: Path) -> None:
+    """A path this user may not read is said to be so: every format would decline it, and
+    "not a model" sends the user looking for the wrong fix."""
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            with open(path, "rb"):
+                pass
+    except PermissionError as exc:
+        what = "folder" if path.is_dir() else "file"
+        raise ModelFormatError(
+            f"cannot read the model {what} {path}: {exc.strerror}; check its permissions (ls -l) "
+            "or run as a user who may read it"
+        ) from None
+    except OSError:
+        pass  # a fault the formats' own checks name better
 
 
 def _claims(fmt: ModelFormat, path: Path) -> bool:

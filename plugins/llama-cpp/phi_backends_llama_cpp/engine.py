@@ -22,6 +22,7 @@ import numpy as np
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
 from phi_backends.backend import Capacity, EngineSequence, SequenceRequest
+from phi_backends.diagnostics.memory import check_fits, format_bytes
 from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
 from phi_backends.formats.gguf import GGUFInfo, read_gguf
 from phi_backends.logits import LogitsStep
@@ -89,6 +90,7 @@ class LlamaCppEngine:
             n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
             n_ctx = options.n_ctx or min(n_ctx_train, DEFAULT_MAX_CTX)
             n_seq = options.sequences(n_ctx * _kv_bytes_per_token(self._model, options))
+            self._check_memory(source, options, n_ctx, n_seq)
             cparams = llama_cpp.llama_context_default_params()
             # A KV cache per sequence (kv_unified off), each of n_ctx cells: a call's cells then sit
             # at its positions, as when it runs alone. In one unified cache they interleave with the
@@ -169,6 +171,28 @@ class LlamaCppEngine:
         except BaseException:
             self.close()
             raise
+
+    def _check_memory(self, source: ModelSource, options: EngineOptions, n_ctx: int, n_seq: int) -> None:
+        """Refuse a context this machine cannot hold before llama.cpp allocates it: past the
+        memory it does not fail, it grows until the kernel kills the process."""
+        if options.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload():
+            return  # the cache and layers go to the GPU's memory, which the platform does not report here
+        cells = n_ctx * n_seq
+        kv = cells * _kv_bytes_per_token(self._model, options)
+        # the compute buffer's largest part: a micro-batch's rows of logits (llama.cpp clamps
+        # n_batch to the context and n_ubatch to n_batch)
+        ubatch = min(options.n_ubatch, options.n_batch, cells)
+        compute = ubatch * llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model)) * 4
+        weights = source.path.stat().st_size
+        sequences = f" x {n_seq} sequences" if n_seq > 1 else ""
+        check_fits(
+            kv + compute + weights,
+            what=f"a context of {n_ctx:,} tokens{sequences} for {source.path.name} (KV cache {format_bytes(kv)}, "
+            f"compute buffer {format_bytes(compute)}, weights {format_bytes(weights)})",
+            hint="load it with a smaller n_ctx"
+            + (" or n_seq_max" if n_seq > 1 else "")
+            + (" or n_ubatch" if compute > kv else ""),
+        )
 
     @property
     def info(self) -> EngineInfo:

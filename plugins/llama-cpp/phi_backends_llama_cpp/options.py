@@ -14,6 +14,9 @@ from phi_backends.formats.engine_options import option_values
 #: context would reserve tens of GB for the KV cache).
 DEFAULT_MAX_CTX = 4096
 
+#: The most tokens llama.cpp's int32 counts hold (n_ctx, n_batch, n_ubatch).
+MAX_TOKENS = 2**31 - 1
+
 #: llama.cpp's ceiling on sequences in one context (LLAMA_MAX_SEQ).
 MAX_SEQ = 256
 
@@ -70,6 +73,10 @@ class EngineOptions:
         for name in ("n_batch", "n_ubatch"):
             if getattr(parsed, name) < 1:
                 raise OptionError(f"{name} must be at least 1")
+        for name in ("n_ctx", "n_batch", "n_ubatch"):
+            value = getattr(parsed, name)
+            if value is not None and value > MAX_TOKENS:  # past it the C field would wrap around silently
+                raise OptionError(f"{name} must be at most {MAX_TOKENS:,} (llama.cpp's limit), got {value:,}")
         if parsed.n_seq_max is not None and not 1 <= parsed.n_seq_max <= MAX_SEQ:
             raise OptionError(f"n_seq_max must be between 1 and {MAX_SEQ}, got {parsed.n_seq_max}")
         if parsed.n_threads is not None and parsed.n_threads < 1:

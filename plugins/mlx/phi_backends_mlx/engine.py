@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib.metadata
 import threading
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 import mlx.core as mx
@@ -35,6 +35,7 @@ from transformers import AutoTokenizer
 
 from phi_backends import EngineInfo, ModelSource
 from phi_backends.backend import Capacity, EngineSequence, SequenceRequest
+from phi_backends.diagnostics.memory import check_fits, format_bytes
 from phi_backends.errors import GenerationError, ModelFormatError, RuntimeFailure
 from phi_backends.formats.hf_folder import engine_info_from_folder, folder_bos_token_id
 from phi_backends.formats.hf_tokenizer import HFTokenizerFacts
@@ -71,6 +72,8 @@ class MlxEngine:
         """``folder`` and ``facts`` were read and checked by the backend before mlx-lm was imported."""
         _check_architecture(folder)
         self._options = options
+        self._folder_name = folder.path.name
+        self._kv_bytes, self._heads = _kv_bytes_per_token(folder)
         self._device = mx.gpu if options.device == "gpu" else mx.cpu
         self._stream = _device_stream(self._device)
         self._model: Any = None
@@ -133,6 +136,7 @@ class MlxEngine:
         model = self._check_open()
         if self._running is not None:
             raise GenerationError("this MLX model runs one call at a time; release the open one first")
+        self._check_memory(request)
         cache, reused = self._prefix.take(request.prompt_ids, reuse=request.reuse_prefix)
         if cache is None:
             cache = make_prompt_cache(model, max_kv_size=self._options.max_kv_size)
@@ -140,6 +144,26 @@ class MlxEngine:
         sequence = MlxSequence(request, cache, reused, on_release=self._release, bridge=bridge)
         self._running = sequence
         return sequence
+
+    def _check_memory(self, request: SequenceRequest) -> None:
+        """Refuse a call whose cache this machine cannot hold: mlx-lm grows the cache as the call
+        goes (Metal's unified memory on a Mac is the same memory), until the process is killed."""
+        if not self._kv_bytes:
+            return
+        options = self._options
+        prompt = len(request.prompt_ids)
+        tokens = prompt + request.budget
+        if options.max_kv_size:
+            tokens = min(tokens, options.max_kv_size)
+        kv = tokens * self._kv_bytes
+        # a prefill chunk's attention scores: each of its rows against the whole prompt, per head
+        scores = min(options.prefill_step_size, prompt) * tokens * self._heads * 4
+        check_fits(
+            kv + scores,
+            what=f"a call of {prompt:,} prompt tokens and up to {request.budget:,} more on {self._folder_name} "
+            f"(KV cache {format_bytes(kv)}, attention scores {format_bytes(scores)})",
+            hint="use a shorter prompt or fewer max_tokens, or set max_kv_size, kv_bits or a smaller prefill_step_size",
+        )
 
     def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
         return self._thread.run(self._step, sequences)
@@ -320,3 +344,24 @@ def _reason(exc: BaseException) -> str:
     if len(text) > 300:
         text = text[:297] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _kv_bytes_per_token(folder: ModelFolder) -> tuple[int, int]:
+    """One token's keys and values in float16 (mlx-lm's cache holds the activations' type), and
+    the attention heads; (0, 0) when config.json does not say."""
+    config = folder.config
+    nested = config.get("text_config")  # multimodal configs keep the language model's here
+    text: Mapping[str, Any] = nested if isinstance(nested, Mapping) else {}
+
+    def number(*keys: str) -> int:
+        for source in (config, text):
+            for key in keys:
+                value = source.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return value
+        return 0
+
+    layers, heads = number("num_hidden_layers", "n_layer"), number("num_attention_heads", "n_head")
+    kv_heads = number("num_key_value_heads") or heads
+    head_dim = folder.head_dim or 0
+    return 2 * layers * kv_heads * head_dim * 2, heads

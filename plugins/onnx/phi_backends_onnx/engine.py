@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ import onnxruntime_genai as og
 
 from phi_backends import EngineInfo, ModelSource, SamplingConfig
 from phi_backends.backend import Capacity, EngineSequence, SequenceRequest
+from phi_backends.diagnostics.memory import check_fits, format_bytes
 from phi_backends.errors import (
     BackendUnavailableError,
     GenerationError,
@@ -84,6 +86,9 @@ class OnnxEngine:
             raise OptionError("the cpu provider takes no provider_options; drop them or choose another provider")
         facts = read_hf_tokenizer(folder)
         self._model: Any = None
+        self._folder = folder
+        # The KV cache lives in this machine's memory on the cpu provider only (a GPU's is not reported here).
+        self._kv_bytes = _kv_bytes_per_token(folder) if provider == "cpu" else None
         self._model = self._load_model(genai, provider, options)
         # Not og.Tokenizer(self._model): that parses the folder's (untrusted) chat template, and crashes on some.
         with template_free_folder(folder) as tokenizer_files:
@@ -317,6 +322,13 @@ class OnnxEngine:
         return _og_call(load, f"{folder} with the {provider} provider")
 
     def _new_generator(self, max_length: int) -> Any:
+        if self._kv_bytes:  # onnxruntime-genai allocates the whole cache now; past the memory the kernel kills us
+            kv = max_length * self._kv_bytes
+            check_fits(
+                kv,
+                what=f"a KV cache of {max_length:,} tokens for {self._folder.name} ({format_bytes(self._kv_bytes)} a token)",
+                hint="use a shorter prompt or fewer max_tokens, or load the model with a smaller max_length",
+            )
         params = og.GeneratorParams(self._model)
         # Every search option that could change a token is set: the folder's genai_config.json may hold others.
         params.set_search_options(
@@ -355,6 +367,18 @@ class OnnxEngine:
     def _check_open(self) -> None:
         if self._model is None:
             raise GenerationError("this onnxruntime-genai model was closed; load it again")
+
+
+def _kv_bytes_per_token(folder: Path) -> int | None:
+    """What one token's keys and values take (float32, as the CPU exports hold them: an
+    overestimate for float16 ones); None when genai_config.json does not say."""
+    try:
+        decoder = json.loads((folder / CONFIG_NAME).read_bytes())["model"]["decoder"]
+        layers, heads = int(decoder["num_hidden_layers"]), int(decoder["num_key_value_heads"])
+        head_size = int(decoder.get("head_size") or int(decoder["hidden_size"]) // int(decoder["num_attention_heads"]))
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError, RecursionError):
+        return None  # read_genai_folder checked the file; a field it does not need may be missing
+    return 2 * layers * heads * head_size * 4
 
 
 def _configured_provider(genai: GenaiFolder, installation: Installation) -> str:
