@@ -8,6 +8,7 @@ strings, stop at the model family's end-of-turn tokens, and report usage and tim
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import threading
 import weakref
@@ -208,6 +209,14 @@ class Generator:
             if not self._engine_closed:
                 self._engine_closed = True
                 self._engine.close()
+
+    def __del__(self) -> None:
+        # Dropped without close(): the worker thread holds the engine (a running thread is a GC
+        # root), so the model would stay in memory for the rest of the process. No stream can
+        # still read this Generator (each one holds it), so close it now.
+        with contextlib.suppress(Exception):
+            if not getattr(self, "_closed", True):
+                self.close()
 
     def __enter__(self) -> Generator:
         return self

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -149,8 +149,9 @@ class ScoringByteEngine(ByteEngine):
 
 
 @pytest.fixture
-def gen() -> Generator:
-    return Generator(ScoringByteEngine(), backend="bytes", model="bytes", template=get_template("chatml"))
+def gen() -> Iterator[Generator]:
+    with Generator(ScoringByteEngine(), backend="bytes", model="bytes", template=get_template("chatml")) as g:
+        yield g
 
 
 @pytest.mark.parametrize("template", [None, "chatml"], ids=["raw", "templated"])

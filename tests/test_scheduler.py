@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -196,3 +197,18 @@ def test_bad_logits_step_inputs_are_one_line_errors(tiny: Path) -> None:
 def test_logit_bias_forms_mean_the_same() -> None:
     forms = [{5: -100, "7": 2.5}, [(7, 2.5), (5, -100.0)], ["5=-100", "7 = 2.5"]]
     assert {pb.SamplingConfig(logit_bias=form).logit_bias for form in forms} == {((5, -100.0), (7, 2.5))}
+
+
+def test_a_generator_dropped_without_close_frees_its_engine_and_worker(tiny: Path) -> None:
+    """Its worker thread holds the engine, so without this the model would stay for good."""
+    gen = load(tiny)
+    engine = engine_of(gen)
+    assert gen.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
+    worker = gen._scheduler._thread
+    assert worker is not None and worker.is_alive()
+    del gen
+    gc.collect()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    with pytest.raises(GenerationError, match="closed"):
+        engine.tokenize("hi", add_bos=False)
