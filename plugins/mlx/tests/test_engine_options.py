@@ -40,10 +40,13 @@ def test_kv_and_prefill_options_still_follow_the_script(tiny_phi3_mlx: Path, opt
         assert gen.generate(prompt, GREEDY).text == SCRIPT_TEXT
 
 
-def test_provider_is_accepted_and_ignored_like_llama_cpp(tiny_phi3_mlx: Path) -> None:
-    """`provider` chooses ONNX sub-folders; the CLI passes it to every backend."""
-    with pb.load(str(tiny_phi3_mlx), backend="mlx", provider="cpu") as gen:
-        assert gen.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
+def test_provider_is_refused(tiny_phi3_mlx: Path) -> None:
+    """`provider` is ONNX Runtime's; MLX used to drop it silently."""
+    with pytest.raises(OptionError) as caught:
+        pb.load(str(tiny_phi3_mlx), backend="mlx", provider="cpu")
+    expect_api_error(
+        caught.value, OptionError, "the mlx backend has no option 'provider'", "--backend onnx", what="mlx provider=cpu"
+    )
 
 
 def test_kv_bits_needs_a_head_size_the_group_divides(tiny_phi3_mlx: Path) -> None:
