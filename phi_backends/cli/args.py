@@ -64,7 +64,7 @@ class Parser(argparse.ArgumentParser):
             names = [str(c) for a in self._actions if a.choices for c in a.choices]
             return _did_you_mean(choice.group(1), names)
         if message.startswith("unrecognized arguments:"):
-            flags = [s for a in self._actions for s in a.option_strings]
+            flags = [s for a in self._actions for s in a.option_strings if s not in ("-h", "--help")]
             for word in message.split(":", 1)[1].split():
                 if word.startswith("-"):
                     hint = _did_you_mean(word.split("=", 1)[0], flags)

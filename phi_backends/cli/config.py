@@ -201,7 +201,8 @@ def _check(cfg: Config) -> dict[str, Any]:
             raise BackendUnavailableError(
                 f"cannot check the [{name}] options: backend {name!r} cannot run here: {availability.reason}"
             )
-        cfg.check_options(backend)
+        cfg.check_options(backend)  # the files' values, each named by file and key
+        backend.validate_options(cfg.options(name))  # with the -O flags, as run merges them
         tables.append(name)
     backend_text = cfg.backend or "auto"
     options_text = f"options of {', '.join(f'[{t}]' for t in tables)}" if tables else "no backend options"
