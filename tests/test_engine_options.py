@@ -43,6 +43,27 @@ def test_provider_on_a_backend_without_providers_is_refused() -> None:
     )
 
 
+def test_verbose_on_a_backend_without_an_engine_log_is_refused() -> None:
+    """The CLI's --verbose is -O verbose=true; MLX has no such log, and says so."""
+    with pytest.raises(OptionError) as info:
+        option_values(Demo, {"verbose_log": True}, backend="demo")  # an unknown option: the usual list
+    assert "its options are: n_ctx" in str(info.value)
+
+    @dataclass(frozen=True)
+    class Quiet:
+        n_ctx: int | None = None
+
+    with pytest.raises(OptionError) as info:
+        option_values(Quiet, {"verbose": True}, backend="quiet")
+    expect_api_error(
+        info.value,
+        OptionError,
+        "no engine log of its own",
+        "drop --verbose",
+        what="--verbose on a backend without a log",
+    )
+
+
 def test_unknown_option_lists_the_options() -> None:
     """Recorded for the real backends by their own tests; here the wording of the shared code."""
     with pytest.raises(OptionError, match="the demo backend has no option 'n_ctxx'; its options are: n_ctx, scale"):

@@ -30,6 +30,7 @@ _FALSE = ("0", "false", "no", "off")
 _ELSEWHERE = {
     "provider": "execution providers are ONNX Runtime's (the onnx backend's option); drop --provider "
     "(or -O provider=), or run the model with --backend onnx",
+    "verbose": "it has no engine log of its own to show; drop --verbose (or -O verbose=)",
 }
 
 
