@@ -49,6 +49,13 @@ def test_provider_is_refused(tiny_phi3_mlx: Path) -> None:
     )
 
 
+def test_verbose_is_refused(tiny_phi3_mlx: Path) -> None:
+    """The CLI's --verbose shows an engine's own log; MLX has none, and says so."""
+    with pytest.raises(OptionError) as caught:
+        pb.load(str(tiny_phi3_mlx), backend="mlx", verbose=True)
+    expect_api_error(caught.value, OptionError, "no engine log", "drop --verbose", what="mlx verbose=True")
+
+
 def test_kv_bits_needs_a_head_size_the_group_divides(tiny_phi3_mlx: Path) -> None:
     """mx.quantize would fail in the middle of generating; refuse at load instead."""
     with pytest.raises(OptionError) as caught:
