@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from phi_backends.errors import OptionError
-from phi_backends.formats.engine_options import check_threads, cpu_count, option_values
+from phi_backends.errors import OptionError, PhiBackendsWarning
+from phi_backends.formats.engine_options import check_threads, cpu_count, option_values, warn_beyond_training
 from tests.bad_inputs import expect_api_error
 
 
@@ -124,3 +125,13 @@ def test_thread_counts_stop_at_the_cores() -> None:
     )
     with pytest.raises(OptionError, match="n_threads must be at least 1, got 0"):
         check_threads("n_threads", 0)
+
+
+def test_a_context_beyond_training_warns_and_within_it_does_not() -> None:
+    with pytest.warns(PhiBackendsWarning, match="n_ctx=8192 is beyond the 4096 tokens this model was trained on"):
+        warn_beyond_training("n_ctx", 8192, 4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_beyond_training("n_ctx", 4096, 4096)
+        warn_beyond_training("n_ctx", None, 4096)  # our default
+        warn_beyond_training("n_ctx", 8192, None)  # the model does not say

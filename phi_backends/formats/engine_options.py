@@ -14,12 +14,21 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import OptionError
+from ..errors import OptionError, PhiBackendsWarning
 
-__all__ = ["INT_MAX", "INT_MIN", "check_threads", "coerce_option", "cpu_count", "option_values"]
+__all__ = [
+    "INT_MAX",
+    "INT_MIN",
+    "check_threads",
+    "coerce_option",
+    "cpu_count",
+    "option_values",
+    "warn_beyond_training",
+]
 
 # The engines take whole-number options as C ints; ctypes truncates a larger Python int silently
 # (n_ctx=2**32+16 would become 16), so a value outside this range is refused rather than wrapped.
@@ -115,4 +124,17 @@ def check_threads(name: str, value: int | None) -> None:
         raise OptionError(
             f"{name}={value} is more threads than the {cores} cores this process may use, which slows every "
             f"step down; use at most {cores}, or leave {name} unset for the default"
+        )
+
+
+def warn_beyond_training(name: str, value: int | None, trained: int | None) -> None:
+    """A :class:`PhiBackendsWarning` when a context window ``value`` passes the ``trained``
+    context of the model: the engines accept it (RoPE scaling can make it useful), and past the
+    training context the output degrades, so the user is told rather than refused."""
+    if value is not None and trained and value > trained:
+        warnings.warn(
+            f"{name}={value} is beyond the {trained} tokens this model was trained on; past that its output "
+            f"degrades (use a model with a longer context, or a smaller {name})",
+            PhiBackendsWarning,
+            stacklevel=3,
         )

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from phi_backends.errors import OptionError, PhiBackendsWarning
-from phi_backends.formats.engine_options import check_threads, coerce_option, cpu_count, option_values
+from phi_backends.errors import OptionError
+from phi_backends.formats.engine_options import (
+    check_threads,
+    coerce_option,
+    cpu_count,
+    option_values,
+    warn_beyond_training,
+)
 
 #: Our default context window when the caller gives none: the model's own, capped (a 128k
 #: context would reserve tens of GB for the KV cache).
@@ -119,14 +124,7 @@ class EngineOptions:
                     f"{name}={_kv_type_name(kind)} stores blocks of {block} values, which do not divide this "
                     f"model's head size {head}; use f16 (or leave {name} unset) for this model"
                 )
-        n_ctx_train = gguf.context_length
-        if self.n_ctx is not None and n_ctx_train and self.n_ctx > n_ctx_train:
-            warnings.warn(
-                f"n_ctx={self.n_ctx} is beyond the {n_ctx_train} tokens this model was trained on; past that "
-                "its output degrades (use a model with a longer context, or a smaller n_ctx)",
-                PhiBackendsWarning,
-                stacklevel=3,
-            )
+        warn_beyond_training("n_ctx", self.n_ctx, gguf.context_length)
 
 
 def _kv_type_name(number: int | None) -> str:
