@@ -36,7 +36,17 @@ def test_short_and_familiar_sampling_spellings() -> None:
 
 def test_help_shows_the_new_spellings() -> None:
     out = cli("run", "--help").stdout
-    for flag in ("-n MAX_TOKENS", "-s SEED", "--temp", "-p TEXT, --prompt TEXT", "-f FILE, --file FILE", "--verbose"):
+    # the usage line; Python 3.13 lists "-p, --prompt TEXT" below where older ones say "-p TEXT, --prompt TEXT"
+    for flag in (
+        "[-n MAX_TOKENS]",
+        "[-s SEED]",
+        "--temp",
+        "[-p TEXT]",
+        "--prompt TEXT",
+        "[-f FILE]",
+        "--file FILE",
+        "--verbose",
+    ):
         assert flag in out, flag
     assert "PROMPT ..." in out
 
