@@ -57,7 +57,9 @@ class LogitsStep:
         self._values = values
         self._logprobs = config.reports_logprobs
         self._top = config.top_logprobs
-        self._row: np.ndarray | None = None
+        self._row: np.ndarray | None = None  # the last row seen, minus its maximum (a buffer reused every token)
+        self._exp: np.ndarray | None = None  # scratch for the softmax's sum
+        self._seen = False
         self._log_total = 0.0
 
     @staticmethod
@@ -84,23 +86,58 @@ class LogitsStep:
         if self._ids.size:
             logits[self._ids] += self._values
         if self._logprobs:
-            row = np.array(logits, dtype=np.float32, copy=True)  # the engine may overwrite its buffer next
-            top = float(row.max())
-            self._log_total = top + math.log(float(np.exp(row - top).sum(dtype=np.float64)))
-            self._row = row
+            # Kept as the row minus its maximum (the engine may overwrite its buffer next), in
+            # buffers kept for the whole call: fresh arrays per token cost a tenth of a millisecond
+            # at 49k ids, and a plain copy is slower here than a subtraction into a kept buffer.
+            if self._row is None or self._row.shape != logits.shape:
+                self._row = np.empty(logits.shape, dtype=np.float32)
+                self._exp = np.empty(logits.shape, dtype=np.float32)
+            shifted, scratch = self._row, self._exp
+            assert scratch is not None
+            np.subtract(logits, logits.max(), out=shifted)
+            np.exp(shifted, out=scratch)
+            self._log_total = math.log(float(scratch.sum()))  # pairwise float32 sum: ~1e-7 relative
+            self._seen = True
 
     def logprob(self, token: int) -> TokenLogprob | None:
         """The log-probabilities of the row last seen, for the token the sampler chose."""
-        import numpy as np
-
         row = self._row
-        if row is None:
+        if row is None or not self._seen:
             return None
+        self._seen = False
         total = self._log_total
         top: tuple[tuple[int, float], ...] = ()
         if self._top:
-            k = min(self._top, row.size)
-            best = np.argpartition(-row, k - 1)[:k]
-            best = best[np.lexsort((best, -row[best]))]
-            top = tuple((int(i), float(row[i]) - total) for i in best)
+            top = tuple((int(i), float(row[i]) - total) for i in _best(row, self._top))
         return TokenLogprob(token=token, logprob=float(row[token]) - total, top=top)
+
+
+def _best(row: np.ndarray, k: int) -> np.ndarray:
+    """The ids of the ``k`` largest values of ``row``, largest first (the lower id first on a tie).
+
+    A partition of the whole row costs about 0.1 ms at 49k ids, every token. The k largest are
+    all within some distance of the maximum: find a distance that keeps at least k candidates
+    (one comparison pass, rarely two), then partition only those.
+    """
+    import numpy as np
+
+    k = min(k, row.size)
+    top = 0.0  # the step keeps the row minus its maximum
+    candidates: np.ndarray | None = None
+    if math.isfinite(top):
+        for gap in (4.0, 16.0, 64.0):
+            found = np.flatnonzero(row >= top - gap)
+            if found.size >= k:
+                candidates = found
+                break
+    if candidates is None:  # a flat or mostly banned row: every id is a candidate
+        candidates = np.arange(row.size)
+    values = row[candidates]
+    if candidates.size > k:
+        keep = np.argpartition(-values, k - 1)[:k]
+        # ties with the k-th value outside ``keep`` must compete on id: take every id with that value
+        kth = float(values[keep].min())
+        keep = np.flatnonzero(values >= kth)
+        candidates, values = candidates[keep], values[keep]
+    order = np.lexsort((candidates, -values))[:k]
+    return candidates[order]

@@ -6,13 +6,15 @@
 - :class:`ScriptedBackend` / :class:`ScriptedEngine`: a complete backend with no engine, on
   script models written by :func:`write_script_model` (format :data:`SCRIPT_FORMAT`), as
   httpx ships ``MockTransport``;
-- :func:`run_sequence` / :func:`sequence_request`: drive an engine's ``open``/``step`` directly.
+- :func:`drive_sequences` / :func:`drive_sequence` (a :class:`SequenceRun` each: tokens, reused
+  tokens, logprobs), :func:`run_sequence` and :func:`sequence_request`: drive an engine's
+  ``open``/``step`` directly.
 
 Only this package imports pytest; the user API never imports it.
 """
 
 from .contract import GREEDY, HAIKU, PHI3_SPECIALS, SAMPLED, SCRIPT_TEXT, BackendContract, ContractModels
-from .engines import run_sequence, sequence_request
+from .engines import SequenceRun, drive_sequence, drive_sequences, run_sequence, sequence_request
 from .sampling import SAMPLING_CONFIGS, LogitsCase, SamplingContract, sampling_cases
 from .scripted import SCRIPT_FORMAT, ScriptedBackend, ScriptedEngine, ScriptedPlugin, write_script_model
 
@@ -31,6 +33,9 @@ __all__ = [
     "ScriptedBackend",
     "ScriptedEngine",
     "ScriptedPlugin",
+    "SequenceRun",
+    "drive_sequence",
+    "drive_sequences",
     "run_sequence",
     "sampling_cases",
     "sequence_request",

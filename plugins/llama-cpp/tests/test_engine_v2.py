@@ -7,7 +7,7 @@ sequence and flash attention a batched sequence's ids are its solo ids; docs/con
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from phi_backends.backend import Capacity, ModelSource, SequenceRequest
 from phi_backends.errors import GenerationError, OptionError
 from phi_backends.logits import LogitsStep
 from phi_backends.sampling import ReferenceSampler
+from phi_backends.testing import SequenceRun, drive_sequence, drive_sequences
 from tests.parity.float_gguf import float32_gguf
 
 N_CTX = 1024
@@ -70,56 +71,25 @@ class Call:
         return SequenceRequest(self.prompt, self.config, self.seed, self.tokens, self.logits_step, self.reuse)
 
 
-@dataclass
-class Observer:
-    """A logits step that keeps a copy of each row the model gives (then runs the call's own step)."""
-
-    then: Any = None
-
-    def __post_init__(self) -> None:
-        self.rows: list[np.ndarray] = []
-
-    def __call__(self, row: np.ndarray) -> None:
-        self.rows.append(row.copy())
-        if self.then is not None:
-            self.then(row)
-
-
 def drive(
-    engine: LlamaCppEngine, calls: Sequence[Call], observers: list[Observer] | None = None
+    engine: LlamaCppEngine, calls: Sequence[Call], runs: list[SequenceRun] | None = None
 ) -> tuple[list[list[int]], list[int]]:
-    """Run ``calls`` together, as a scheduler would: open each at its step, release it after its tokens."""
-    ids: list[list[int]] = [[] for _ in calls]
-    reused = [0] * len(calls)
-    running: dict[int, Any] = {}
-    step = 0
-    base = len(observers) if observers is not None else 0
-    if observers is not None:
-        observers.extend(Observer(call.logits_step) for call in calls)
-    while running or any(call.join >= step for call in calls):
-        for i, call in enumerate(calls):
-            if call.join == step:
-                request = call.request()
-                if observers is not None:
-                    request = replace(request, logits_step=observers[base + i])
-                running[i] = engine.open(request)
-        if running:
-            order = list(running)
-            for i, token in zip(order, engine.step([running[i] for i in order]), strict=True):
-                ids[i].append(token)
-                reused[i] = running[i].reused_tokens
-                if len(ids[i]) == calls[i].tokens:
-                    running.pop(i).release()
-        step += 1
-    return ids, reused
+    """Run ``calls`` together, as a scheduler would: open each at its step, release it after its
+    tokens; with ``runs``, add each call's run there, with a copy of every logits row it saw."""
+    done = drive_sequences(
+        engine, [call.request() for call in calls], joins=[call.join for call in calls], keep_rows=runs is not None
+    )
+    if runs is not None:
+        runs.extend(done)
+    return [run.tokens for run in done], [run.reused_tokens for run in done]
 
 
-def alone(engine: LlamaCppEngine, call: Call, observers: list[Observer] | None = None) -> list[int]:
-    return drive(engine, [Call(call.prompt, call.config, call.seed, call.tokens)], observers)[0][0]
+def alone(engine: LlamaCppEngine, call: Call, runs: list[SequenceRun] | None = None) -> list[int]:
+    return drive(engine, [Call(call.prompt, call.config, call.seed, call.tokens)], runs)[0][0]
 
 
 def assert_same_draws(
-    engine: LlamaCppEngine, ids: list[int], rows: Observer, expected: list[int], expected_rows: Observer
+    engine: LlamaCppEngine, ids: list[int], rows: SequenceRun, expected: list[int], expected_rows: SequenceRun
 ) -> None:
     """The same ids, or ids that part only where the logits differed by rounding: llama.cpp's
     batched and one-row CPU kernels sum in different orders (docs/concurrency.md has figures)."""
@@ -134,10 +104,10 @@ def assert_same_draws(
 
 def run_together(engine: LlamaCppEngine, calls: Sequence[Call]) -> None:
     """Each call draws what it draws alone, up to rounding."""
-    batched: list[Observer] = []
+    batched: list[SequenceRun] = []
     together, _ = drive(engine, calls, batched)
     for ids, rows, call in zip(together, batched, calls, strict=True):
-        theirs: list[Observer] = []
+        theirs: list[SequenceRun] = []
         assert_same_draws(engine, ids, rows, alone(engine, call, theirs), theirs[0])
 
 
@@ -184,8 +154,8 @@ def test_a_second_turn_reuses_the_first_turns_cache_and_draws_the_same_ids(engin
     (reply,), _ = drive(engine, [Call(first, reuse=True, tokens=8)])
     follow_up = tuple(engine.tokenize("<|end|>\n<|user|>\nAnd in summer?<|end|>\n<|assistant|>\n", add_bos=False))
     second = first + tuple(reply) + follow_up
-    ours: list[Observer] = []
-    theirs: list[Observer] = []
+    ours: list[SequenceRun] = []
+    theirs: list[SequenceRun] = []
     (again,), (reused,) = drive(engine, [Call(second, SAMPLED, seed=5, reuse=True)], ours)
     fresh = alone(engine, Call(second, SAMPLED, seed=5), theirs)
     # the slot holds the prompt and every fed token: all of the reply but its last, never fed
@@ -196,8 +166,8 @@ def test_a_second_turn_reuses_the_first_turns_cache_and_draws_the_same_ids(engin
 def test_reuse_prefix_false_computes_the_whole_prompt(engine: LlamaCppEngine) -> None:
     p = prompts(engine)[1]
     drive(engine, [Call(p, reuse=True)])
-    ours: list[Observer] = []
-    theirs: list[Observer] = []
+    ours: list[SequenceRun] = []
+    theirs: list[SequenceRun] = []
     (ids,), (reused,) = drive(engine, [Call(p, reuse=False)], theirs)
     assert reused == 0
     (ids_reused,), (reused_again,) = drive(engine, [Call(p, reuse=True)], ours)
@@ -251,18 +221,11 @@ def test_logprobs_are_the_log_softmax_of_the_models_logits(engine: LlamaCppEngin
     config = SAMPLED.replace(logprobs=True, top_logprobs=5)
     step = LogitsStep.for_call(config, engine.info.vocab_size)
     assert step is not None
-    raw: list[np.ndarray] = []
-
-    def observe(row: np.ndarray) -> None:
-        raw.append(row.copy())
-        step(row)
-
-    seq = engine.open(SequenceRequest(p, config, seed=9, budget=6, logits_step=observe, reuse_prefix=False))
-    got = []
-    for _ in range(6):
-        (token,) = engine.step([seq])
-        got.append((token, step.logprob(token)))
-    seq.release()
+    run = drive_sequence(
+        engine, SequenceRequest(p, config, seed=9, budget=6, logits_step=step, reuse_prefix=False), keep_rows=True
+    )
+    raw = run.rows  # each row as the model gave it, before the step
+    got = list(zip(run.tokens, run.logprobs, strict=True))
     scored = engine.logits(list(p) + [token for token, _ in got[:-1]])[len(p) - 1 :]
     gaps: list[float] = []
     for (token, logprob), row, model_row in zip(got, raw, scored, strict=True):

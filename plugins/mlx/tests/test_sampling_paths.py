@@ -10,9 +10,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -119,12 +116,6 @@ def test_keyed_sampler_draws_from_the_given_distribution() -> None:
 
 
 # -- through the engine: ids equal the reference's, computed from the model's own logits ------------
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_phi3_mlx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(tiny_phi3_mlx), backend="mlx") as gen:
-        yield gen
 
 
 def reference_ids(gen: pb.Generator, prompt: list[int], config: pb.SamplingConfig, n: int) -> list[int]:

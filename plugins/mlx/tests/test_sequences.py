@@ -6,7 +6,7 @@ part; what it generates must not change (greedy and seeded sampling, penalty win
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ import pytest
 import phi_backends as pb
 from phi_backends.backend import Engine, SequenceRequest
 from phi_backends.logits import LogitsStep, TokenLogprob
+from phi_backends.testing import drive_sequence
 
 GREEDY = pb.SamplingConfig(temperature=0, repeat_penalty=1.0)
 CONFIGS = {
@@ -37,30 +38,8 @@ def run(
 ) -> tuple[list[int], int, list[TokenLogprob]]:
     """``n`` tokens of one call: its ids, how many prompt ids came from the cache, and its logprobs."""
     request = SequenceRequest(tuple(prompt), config, seed, budget=n, logits_step=step, reuse_prefix=reuse)
-    sequence = engine.open(request)
-    ids: list[int] = []
-    logprobs: list[TokenLogprob] = []
-    try:
-        for _ in range(n):
-            [token] = engine.step([sequence])
-            ids.append(token)
-            if step is not None and (logprob := step.logprob(token)) is not None:
-                logprobs.append(logprob)
-        return ids, sequence.reused_tokens, logprobs
-    finally:
-        sequence.release()
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_phi3_mlx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(tiny_phi3_mlx), backend="mlx") as gen:
-        yield gen
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_mlx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(smollm2_mlx), backend="mlx") as gen:
-        yield gen
+    done = drive_sequence(engine, request)
+    return done.tokens, done.reused_tokens, [logprob for logprob in done.logprobs if logprob is not None]
 
 
 @pytest.fixture(params=["tiny", "smol"])

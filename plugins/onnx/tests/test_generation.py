@@ -3,7 +3,6 @@ ends the sequence itself at its EOS ids, and it has its own notion of a context 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,6 @@ from tests.fixtures.tiny_phi3 import END_ID, SCRIPT_IDS
 
 GREEDY = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0)
 SAMPLED = pb.SamplingConfig(temperature=1.0, seed=7)
-
-
-@pytest.fixture(scope="module")
-def phi3(tiny_phi3_onnx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(tiny_phi3_onnx), backend="onnx") as gen:
-        yield gen
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_onnx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(smollm2_onnx), backend="onnx") as gen:
-        yield gen
 
 
 def long_prompt(gen: pb.Generator, room: int) -> str:

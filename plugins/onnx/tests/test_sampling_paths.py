@@ -35,18 +35,6 @@ GREEDY = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0)
 STEPS = 24
 
 
-@pytest.fixture(scope="module")
-def smol(smollm2_onnx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(smollm2_onnx), backend="onnx") as gen:
-        yield gen
-
-
-@pytest.fixture(scope="module")
-def phi3(tiny_phi3_onnx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(tiny_phi3_onnx), backend="onnx") as gen:
-        yield gen
-
-
 def reference_tokens(engine: Any, prompt: Sequence[int], config: pb.SamplingConfig, seed: int, n: int) -> list[int]:
     """ReferenceSampler on the engine's raw logits, fed back with append_tokens: no forcing involved."""
     generator = og.Generator(engine._model, _params(engine._model, len(prompt) + n))

@@ -8,18 +8,18 @@ token paths (the engine's argmax, and ReferenceSampler on the raw logits) and wh
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from onnx_drive import Run, drive
+from onnx_drive import drive
 from phi_backends_onnx.sequence import reusable_prefix, rope_switch
 
 import phi_backends as pb
 from phi_backends.backend import ScoringEngine
 from phi_backends.logits import LogitsStep
+from phi_backends.testing import SequenceRun
 from tests.fixtures.tiny_phi3 import END_ID, SCRIPT_IDS
 
 GREEDY = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0)
@@ -28,18 +28,6 @@ SAMPLED = pb.SamplingConfig(temperature=1.0, top_p=0.95, min_p=0.02)
 CASES = {"engine-greedy": GREEDY, "emulated-greedy": LOGPROBS, "sampled": SAMPLED}
 TURNS = ["Tell me about frozen ponds.", "And what about hockey on them?", "Is it safe?"]
 STEPS = 16
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_onnx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(smollm2_onnx), backend="onnx") as gen:
-        yield gen
-
-
-@pytest.fixture(scope="module")
-def phi3(tiny_phi3_onnx: Path) -> Iterator[pb.Generator]:
-    with pb.load(str(tiny_phi3_onnx), backend="onnx") as gen:
-        yield gen
 
 
 @pytest.fixture(params=["smol", "phi3"])
@@ -54,7 +42,7 @@ def stepper(engine: Any, config: pb.SamplingConfig) -> Callable[[], LogitsStep |
 
 def chat(
     gen: pb.Generator, config: pb.SamplingConfig, *, reuse: bool, between: Callable[[], object] = lambda: None
-) -> list[tuple[list[int], Run]]:
+) -> list[tuple[list[int], SequenceRun]]:
     """The prompts and runs of a three-turn chat, each turn's prompt holding the answers before it."""
     engine: Any = gen._engine
     messages: list[dict[str, str]] = []
@@ -77,9 +65,9 @@ def test_each_turn_reuses_the_last_and_gives_the_tokens_of_a_fresh_generator(
     reused = chat(gen, config, reuse=True)
     fresh = chat(gen, config, reuse=False)
     assert [run.tokens for _, run in reused] == [run.tokens for _, run in fresh]
-    assert [run.reused for _, run in fresh] == [0, 0, 0]
+    assert [run.reused_tokens for _, run in fresh] == [0, 0, 0]
     for (before, _), (prompt, run) in itertools.pairwise(reused):
-        assert len(before) <= run.reused < len(prompt), "the whole previous prompt came from the kept generator"
+        assert len(before) <= run.reused_tokens < len(prompt), "the whole previous prompt came from the kept generator"
         assert prompt[: len(before)] == before
 
 
@@ -91,7 +79,7 @@ def test_a_turn_after_an_end_of_sequence_id_reuses_through_it(phi3: pb.Generator
     assert drive(engine, first, GREEDY, 0, 40).tokens == [*SCRIPT_IDS, END_ID]
     second = [*first, *SCRIPT_IDS, END_ID, *phi3.prompt_ids("Once more", template=None)]
     again = drive(engine, second, GREEDY, 0, 40)
-    assert again.reused == len(first) + len(SCRIPT_IDS) - 1  # the last id the engine took is computed again
+    assert again.reused_tokens == len(first) + len(SCRIPT_IDS) - 1  # the last id the engine took is computed again
     assert again.tokens == drive(engine, second, GREEDY, 0, 40, reuse=False).tokens
 
 
@@ -102,11 +90,11 @@ def test_a_budget_the_kept_generator_cannot_hold_starts_afresh(smol: pb.Generato
     longer = [*prompt, *smol.prompt_ids(" More.", template=None)]
     drive(engine, prompt, config, 1, 4, reuse=False)  # a new generator, of the smallest room
     fits = drive(engine, longer, config, 2, STEPS)
-    assert fits.reused > 0
+    assert fits.reused_tokens > 0
     drive(engine, prompt, config, 1, 4)
     room = engine.info.context_length - len(longer)  # far past the kept generator's max_length
     too_big = drive(engine, longer, config, 2, STEPS, budget=room)
-    assert (too_big.reused, too_big.tokens) == (0, fits.tokens)
+    assert (too_big.reused_tokens, too_big.tokens) == (0, fits.tokens)
 
 
 def test_scoring_between_turns_leaves_reuse_intact(smol: pb.Generator) -> None:
@@ -121,7 +109,7 @@ def test_scoring_between_turns_leaves_reuse_intact(smol: pb.Generator) -> None:
     scored = chat(smol, SAMPLED, reuse=True, between=score)
     plain = chat(smol, SAMPLED, reuse=False)
     assert [run.tokens for _, run in scored] == [run.tokens for _, run in plain]
-    assert all(run.reused > 0 for _, run in scored[1:])
+    assert all(run.reused_tokens > 0 for _, run in scored[1:])
 
 
 # -- the logits step ------------------------------------------------------------------------------------
@@ -170,4 +158,4 @@ def test_no_reuse_across_phi3s_rope_switch(phi3: pb.Generator) -> None:
     assert reusable_prefix(kept, longer, len(longer) + 4, rope_switch("phi3")) > 0
     kept.long_rope = True  # as if it had run past the switch
     assert reusable_prefix(kept, longer, len(longer) + 4, rope_switch("phi3")) == 0
-    assert drive(engine, longer, GREEDY, 0, 4).reused == 0
+    assert drive(engine, longer, GREEDY, 0, 4).reused_tokens == 0
