@@ -14,6 +14,7 @@ from .selection import choice
 from .selection.choice import Choice, Explanation
 from .selection.platform import Platform
 from .templates import ChatTemplate, detect_template, get_template, jinja_template
+from .templates.fit import warn_if_foreign
 
 __all__ = ["choose_backend", "explain", "load"]
 
@@ -153,14 +154,17 @@ def explain_with_flags(flags: config.Flags) -> Explanation:
 def _choose_template(template: TemplateArg, source: ModelSource, engine: Engine) -> ChatTemplate | None:
     if template is None or isinstance(template, ChatTemplate):
         return template
-    if template != AUTO:
-        return get_template(template)
-    if source.template:
-        return get_template(source.template)
-    info = engine.info
 
     def vocab_has(text: str) -> bool:
         return len(engine.tokenize(text, add_bos=False)) == 1
+
+    if template != AUTO:
+        named = get_template(template)
+        warn_if_foreign(named, vocab_has)  # a template of another family: garbage, so say so
+        return named
+    if source.template:
+        return get_template(source.template)
+    info = engine.info
 
     found = detect_template(info.chat_template, vocab_has)
     if found is not None:

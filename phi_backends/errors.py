@@ -32,6 +32,7 @@ __all__ = [
     "ModelNotFoundError",
     "OptionError",
     "PhiBackendsError",
+    "PhiBackendsWarning",
     "RuntimeFailure",
     "SamplingConfigError",
     "TemplateError",
@@ -116,3 +117,9 @@ class ContextLengthError(RuntimeFailure):
 
 class GenerationError(RuntimeFailure):
     """The engine failed while generating."""
+
+
+class PhiBackendsWarning(UserWarning):
+    """A value phi-backends accepts that is probably not what the user wants (an ``n_ctx`` beyond
+    the model's training context, a chat template of another model family). Issued with
+    :func:`warnings.warn`; the CLI prints each as one ``phi-backends: warning: ...`` line."""

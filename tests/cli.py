@@ -34,7 +34,9 @@ def run_cli(
     full_env = {**os.environ, "HF_HUB_DISABLE_XET": "1", **(env or {})}
     if block_plugins is not None:
         full_env["PHI_BACKENDS_BLOCK_PLUGINS"] = ",".join(block_plugins)
-    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, env=full_env, timeout=timeout)
+    # No stdin given: an empty one, not the test runner's (`run` reads a piped stdin as the prompt).
+    given = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=full_env, timeout=timeout, **given)
 
 
 def run_cli_io(

@@ -25,12 +25,15 @@ __all__ = ["SAMPLING_FIELDS", "add_flags", "add_parser", "add_sampling_flags", "
 
 SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingConfig))
 COMMENT_COLUMN = 40
+#: The spellings users of llama.cpp, ollama, llm and mlx_lm type, next to ours.
+SAMPLING_ALIASES = {"max_tokens": ("-n",), "seed": ("-s",), "temperature": ("--temp",)}
 
 
 def add_sampling_flags(group: argparse._ArgumentGroup) -> None:
     """One flag per :class:`SamplingConfig` field (``--top-p`` ...), None when not given."""
     for field in dataclasses.fields(SamplingConfig):
         flag = "--" + field.name.replace("_", "-")
+        spellings = (*SAMPLING_ALIASES.get(field.name, ()), flag)
         default = field.default if field.default is not dataclasses.MISSING else None
         shown = "unset" if default is None or default == () else default
         help_text = f"{field.metadata.get('help', '')} (default: the config's [sampling], else {shown})"
@@ -46,7 +49,7 @@ def add_sampling_flags(group: argparse._ArgumentGroup) -> None:
             group.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
         else:
             kind = float if "float" in str(field.type) else int
-            group.add_argument(flag, type=kind, default=None, dest=field.name, help=help_text)
+            group.add_argument(*spellings, type=kind, default=None, dest=field.name, help=help_text)
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -150,8 +153,7 @@ def command(args: argparse.Namespace) -> int:
         from ..api import configure
 
         cfg = configure(keys, options)[0]
-    if args.check:
-        _check(cfg)
+    checked = _check(cfg) if args.check else None
     if args.files:
         rows = [_file_row(f) for f in cfg.files]
         if args.json:
@@ -160,16 +162,22 @@ def command(args: argparse.Namespace) -> int:
             for r in rows:
                 where = r["path"] + (f" [{r['table']}]" if r["table"] else "")
                 print(f"{r['layer']:<8} {where:<60} {r['status']}")
+            if checked:
+                print(f"check: passed ({checked['summary']})")
         return 0
     if args.json:
-        print(json.dumps(_as_json(cfg), indent=2, ensure_ascii=False))
+        print(json.dumps({**_as_json(cfg), **({"check": checked} if checked else {})}, indent=2, ensure_ascii=False))
     else:
         print("\n".join(_lines(cfg)))
+        if checked:  # last, as a TOML comment: the output stays a valid config file
+            print(f"\n# check: passed ({checked['summary']})")
     return 0
 
 
-def _check(cfg: Config) -> None:
-    """What resolving the config does not check, because it needs the engines or the catalogue."""
+def _check(cfg: Config) -> dict[str, Any]:
+    """What resolving the config does not check, because it needs the engines or the catalogue.
+    A failure raises (one error line; exit 2 for a wrong value, 1 for a backend that cannot run
+    here); a pass is returned as a summary of what was checked."""
     from .. import models, plugins
     from ..errors import BackendUnavailableError, PhiBackendsError
 
@@ -183,6 +191,7 @@ def _check(cfg: Config) -> None:
         except PhiBackendsError as exc:
             raise cfg.blame("backend", exc) from None
     installed = plugins.backends()
+    tables: list[str] = []
     for name in cfg.backend_tables():
         backend = installed.get(name)
         if backend is None:
@@ -192,7 +201,13 @@ def _check(cfg: Config) -> None:
             raise BackendUnavailableError(
                 f"cannot check the [{name}] options: backend {name!r} cannot run here: {availability.reason}"
             )
-        cfg.check_options(backend)
+        cfg.check_options(backend)  # the files' values, each named by file and key
+        backend.validate_options(cfg.options(name))  # with the -O flags, as run merges them
+        tables.append(name)
+    backend_text = cfg.backend or "auto"
+    options_text = f"options of {', '.join(f'[{t}]' for t in tables)}" if tables else "no backend options"
+    summary = f"model {cfg.model}, backend {backend_text}, {options_text}"
+    return {"passed": True, "model": cfg.model, "backend": cfg.backend, "tables": tables, "summary": summary}
 
 
 # -- text -----------------------------------------------------------------------------------------

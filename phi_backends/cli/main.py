@@ -13,35 +13,34 @@ from typing import Any, NoReturn
 
 from ..errors import PhiBackendsError, UsageError
 from ..models.catalogue import DEFAULT_MODEL
+from . import args as cli_args
 from . import config as cli_config
 from . import models as cli_models
 from . import output
 from . import parity as cli_parity
+from .args import SEED_PROMPT, Parser
 
-SEED_PROMPT = "Write a haiku about ice hockey"
+__all__ = ["SEED_PROMPT", "build_parser", "main"]
+
 EXIT_INTERRUPTED = 130
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="phi-backends", description="Run Phi models locally on llama.cpp, MLX or ONNX Runtime GenAI.")
+    parser = Parser(prog="phi-backends", description="Run Phi models locally on llama.cpp, MLX or ONNX Runtime GenAI.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     run = commands.add_parser(
         "run", help="generate text from a prompt", description="Generate text from a prompt, streamed to stdout."
     )
-    run.add_argument(
-        "prompt", nargs="?", default=SEED_PROMPT, help=f"the prompt; '-' reads stdin (default: {SEED_PROMPT!r})"
-    )
+    cli_args.add_prompt_arguments(run)
     run.add_argument("--system", default=None, help="a system message")
     run.add_argument("--raw", action="store_true", help="send the prompt as is, without a chat template")
     cli_config.add_flags(run)  # the same flags as `config`'s, read into the configuration the same way
     out = run.add_argument_group("output")
+    out.add_argument(
+        "--verbose", action="store_true", help="show the engine's own log on stderr (same as -O verbose=true)"
+    )
     out.add_argument("--stats", action="store_true", help="print usage and timings to stderr")
     out.add_argument(
         "--json",
@@ -145,8 +144,11 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _run(args: argparse.Namespace) -> int:
+    cli_args.show_warnings_as_lines()
     flags, options = cli_config.flags(args)
-    prompt = output.read_stdin() if args.prompt == "-" else args.prompt
+    if args.verbose:  # an explicit -O verbose= wins, as over the config
+        options = {"verbose": ("--verbose", True), **options}
+    prompt = cli_args.read_prompt(args)
     if args.raw and args.system:
         raise UsageError("--system needs a chat template; drop --raw or put the system text in the prompt")
     if args.raw and args.template:

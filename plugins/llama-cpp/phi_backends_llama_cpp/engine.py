@@ -73,6 +73,7 @@ class LlamaCppEngine:
     def __init__(self, source: ModelSource, options: EngineOptions) -> None:
         gguf = read_gguf(source.path)  # validates header, metadata and tensor extents first
         check_for_llama_cpp(gguf)  # then what llama.cpp itself would crash on
+        options.check_model(gguf)  # KV cache types that fit its heads; n_ctx beyond its training (a warning)
         _init_backend(options.verbose)
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = options.n_gpu_layers

@@ -5,10 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phi_backends.errors import OptionError
-from phi_backends.formats.engine_options import option_values
+from phi_backends.formats.engine_options import (
+    check_threads,
+    coerce_option,
+    cpu_count,
+    option_values,
+    warn_beyond_training,
+)
 
 #: Our default context window when the caller gives none: the model's own, capped (a 128k
 #: context would reserve tens of GB for the KV cache).
@@ -21,8 +27,27 @@ MAX_TOKENS = 2**31 - 1
 MAX_SEQ = 256
 
 
+if TYPE_CHECKING:
+    from phi_backends.formats.gguf import GGUFInfo
+
 #: What the default n_seq_max tries, in order (the first whose caches fit a quarter of the memory).
 DEFAULT_SEQUENCES = (4, 2)
+
+#: The KV cache types llama.cpp offers (its --cache-type-k/-v list), by name, with their ggml
+#: type ids (ggml.h's enum ggml_type, a stable ABI): the docs and llama.cpp name them, so do we.
+KV_CACHE_TYPES = {
+    "f32": 0,
+    "f16": 1,
+    "bf16": 30,
+    "q8_0": 8,
+    "q4_0": 2,
+    "q4_1": 3,
+    "iq4_nl": 20,
+    "q5_0": 6,
+    "q5_1": 7,
+}
+#: Values per block of the quantized KV cache types; a block must not straddle two heads.
+_KV_BLOCK = {2: 32, 3: 32, 6: 32, 7: 32, 8: 32, 20: 32}
 
 
 def _physical_memory() -> int:
@@ -30,13 +55,6 @@ def _physical_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # Windows: assume a modest machine
         return 8 * 2**30
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -59,7 +77,7 @@ class EngineOptions:
     main_gpu: int = 0
     flash_attn: bool | None = None  # None = llama.cpp's automatic choice (see engine.py)
     offload_kqv: bool = True
-    type_k: int | None = None  # KV cache data types (ggml type ids)
+    type_k: int | None = None  # KV cache data types: a name of KV_CACHE_TYPES (q8_0, f16, ...) or its ggml id
     type_v: int | None = None
     rope_freq_base: float = 0.0  # 0 = from the model
     rope_freq_scale: float = 0.0
@@ -67,7 +85,8 @@ class EngineOptions:
 
     @classmethod
     def parse(cls, options: Mapping[str, Any], *, gpu: bool) -> EngineOptions:
-        parsed = cls(**option_values(cls, options, backend="llama-cpp"))
+        converters = {"type_k": _kv_cache_type, "type_v": _kv_cache_type}
+        parsed = cls(**option_values(cls, options, backend="llama-cpp", converters=converters))
         if parsed.n_ctx is not None and parsed.n_ctx < 16:
             raise OptionError(f"n_ctx must be at least 16, got {parsed.n_ctx}")
         for name in ("n_batch", "n_ubatch"):
@@ -79,8 +98,8 @@ class EngineOptions:
                 raise OptionError(f"{name} must be at most {MAX_TOKENS:,} (llama.cpp's limit), got {value:,}")
         if parsed.n_seq_max is not None and not 1 <= parsed.n_seq_max <= MAX_SEQ:
             raise OptionError(f"n_seq_max must be between 1 and {MAX_SEQ}, got {parsed.n_seq_max}")
-        if parsed.n_threads is not None and parsed.n_threads < 1:
-            raise OptionError("n_threads must be at least 1")
+        check_threads("n_threads", parsed.n_threads)
+        check_threads("n_threads_batch", parsed.n_threads_batch)
         del gpu  # n_gpu_layers on a CPU-only build is accepted and ignored, as llama.cpp does
         return parsed
 
@@ -93,4 +112,44 @@ class EngineOptions:
 
     @property
     def threads(self) -> int:
-        return self.n_threads or _cpu_count()
+        return self.n_threads or cpu_count()
+
+    def check_model(self, gguf: GGUFInfo) -> None:
+        """What only the model file tells. A quantized KV cache type whose block does not divide
+        the head size: llama.cpp would fail to create the context with no reason we can show.
+        An n_ctx beyond the training context: llama.cpp accepts it and the output degrades past
+        it, so a warning (a longer context can be what a user wants, with RoPE scaling)."""
+        arch = gguf.architecture or ""
+        meta = gguf.metadata
+        embd, heads = meta.get(f"{arch}.embedding_length"), meta.get(f"{arch}.attention.head_count")
+        default_head = embd // heads if isinstance(embd, int) and isinstance(heads, int) and heads > 0 else None
+        for name, kind, key in (("type_k", self.type_k, "key_length"), ("type_v", self.type_v, "value_length")):
+            head = meta.get(f"{arch}.attention.{key}", default_head)
+            block = _KV_BLOCK.get(kind) if kind is not None else None
+            if block and isinstance(head, int) and head % block:
+                raise OptionError(
+                    f"{name}={_kv_type_name(kind)} stores blocks of {block} values, which do not divide this "
+                    f"model's head size {head}; use f16 (or leave {name} unset) for this model"
+                )
+        warn_beyond_training("n_ctx", self.n_ctx, gguf.context_length)
+
+
+def _kv_type_name(number: int | None) -> str:
+    return next((text for text, value in KV_CACHE_TYPES.items() if value == number), str(number))
+
+
+def _kv_cache_type(name: str, value: Any) -> int:
+    """A KV cache type by name (``q8_0``) or by its ggml id (``8``); only those llama.cpp offers:
+    another id would abort inside llama.cpp."""
+    if isinstance(value, str) and value.strip().lower() in KV_CACHE_TYPES:
+        return KV_CACHE_TYPES[value.strip().lower()]
+    ids = {number: text for text, number in KV_CACHE_TYPES.items()}
+    try:
+        number: int | None = int(coerce_option(name, value, int))
+    except OptionError:
+        number = None
+    if number is None or number not in ids:
+        raise OptionError(
+            f"option {name} must be a KV cache type: one of {', '.join(KV_CACHE_TYPES)} (or its ggml id), got {value!r}"
+        )
+    return number

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from phi_backends.errors import OptionError
-from phi_backends.formats.engine_options import option_values
+from phi_backends.formats.engine_options import option_values, warn_beyond_training
 
 from .model_folder import ModelFolder
 
@@ -48,7 +48,9 @@ class EngineOptions:
 
     def check_model(self, folder: ModelFolder) -> None:
         """What only the model can tell: mx.quantize groups each head's values, so the group
-        size must divide the head size (else generation would fail at the first quantization)."""
+        size must divide the head size (else generation would fail at the first quantization);
+        an n_ctx beyond the training context is a warning."""
+        warn_beyond_training("n_ctx", self.n_ctx, folder.context_length)
         head = folder.head_dim
         if self.kv_bits is not None and head is not None and head % self.kv_group_size:
             fits = [str(g) for g in KV_GROUP_SIZES if head % g == 0]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 
 import phi_backends as pb
-from phi_backends.errors import ContextLengthError, OptionError
+from phi_backends.errors import ContextLengthError, OptionError, PhiBackendsWarning
 from phi_backends.testing import GREEDY, HAIKU, SCRIPT_TEXT
 from tests.bad_inputs import expect_api_error
 
@@ -40,10 +41,34 @@ def test_kv_and_prefill_options_still_follow_the_script(tiny_phi3_mlx: Path, opt
         assert gen.generate(prompt, GREEDY).text == SCRIPT_TEXT
 
 
-def test_provider_is_accepted_and_ignored_like_llama_cpp(tiny_phi3_mlx: Path) -> None:
-    """`provider` chooses ONNX sub-folders; the CLI passes it to every backend."""
-    with pb.load(str(tiny_phi3_mlx), backend="mlx", provider="cpu") as gen:
+def test_provider_is_refused(tiny_phi3_mlx: Path) -> None:
+    """`provider` is ONNX Runtime's; MLX used to drop it silently."""
+    with pytest.raises(OptionError) as caught:
+        pb.load(str(tiny_phi3_mlx), backend="mlx", provider="cpu")
+    expect_api_error(
+        caught.value, OptionError, "the mlx backend has no option 'provider'", "--backend onnx", what="mlx provider=cpu"
+    )
+
+
+def test_n_ctx_beyond_the_training_context_warns(tiny_phi3_mlx: Path) -> None:
+    with pytest.warns(PhiBackendsWarning, match="n_ctx=8192 is beyond the 4096 tokens this model was trained on"):
+        gen = pb.load(str(tiny_phi3_mlx), backend="mlx", n_ctx=8192)
+    with gen:
         assert gen.generate(HAIKU, GREEDY).text == SCRIPT_TEXT
+
+
+def test_n_ctx_within_the_training_context_is_quiet(tiny_phi3_mlx: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PhiBackendsWarning)
+        with pb.load(str(tiny_phi3_mlx), backend="mlx", n_ctx=4096) as gen:
+            assert gen.info.context_length == 4096
+
+
+def test_verbose_is_refused(tiny_phi3_mlx: Path) -> None:
+    """The CLI's --verbose shows an engine's own log; MLX has none, and says so."""
+    with pytest.raises(OptionError) as caught:
+        pb.load(str(tiny_phi3_mlx), backend="mlx", verbose=True)
+    expect_api_error(caught.value, OptionError, "no engine log", "drop --verbose", what="mlx verbose=True")
 
 
 def test_kv_bits_needs_a_head_size_the_group_divides(tiny_phi3_mlx: Path) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from phi_backends.errors import OptionError
-from phi_backends.formats.engine_options import option_values
+from phi_backends.formats.engine_options import check_threads, option_values
 
 from .providers import canonical_provider
 
@@ -35,8 +35,7 @@ class EngineOptions:
         parsed = cls(**option_values(cls, options, backend="onnx", converters=converters))
         if parsed.max_length is not None and parsed.max_length < 2:
             raise OptionError(f"max_length must be at least 2, got {parsed.max_length}")
-        if parsed.threads is not None and parsed.threads < 1:
-            raise OptionError(f"threads must be at least 1, got {parsed.threads}")
+        check_threads("threads", parsed.threads)
         return parsed
 
     @property
