@@ -60,9 +60,9 @@ def chat_prompt_ids(
         return bool(text) and tokenize(text, add_bos=False) != tokenize(text, add_bos=False, special=False)
 
     suspects = [m["content"] for m in conversation if holds_control(m["content"])]
+    if not suspects:  # one render, as before: a model's template is not run a second time for the spans
+        return tokenize(template.render(conversation, add_generation_prompt=add_generation_prompt), add_bos=add_bos)
     text, spans = _render_with_spans(template, conversation, add_generation_prompt)
-    if not suspects:
-        return tokenize(text, add_bos=add_bos)
     if spans is None:
         spans, missing = searched_spans(suspects, text)
         if missing:
