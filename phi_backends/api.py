@@ -26,6 +26,7 @@ def load(
     template: TemplateArg = AUTO,
     platform: Platform | str | None = None,
     progress: bool = True,
+    special_tokens_in_content: bool = False,
     **options: Any,
 ) -> Generator:
     """Load ``model`` (catalogue name, local path or hub repo id) and return a Generator.
@@ -34,7 +35,9 @@ def load(
     from the model's format, the ``platform`` (default: detected) and what is installed.
     ``template`` is ``"auto"`` (the config's template if it sets one, else the catalogue's,
     else the model file's own, rendered in a sandbox), a built-in template name, or None for
-    raw prompts only. Other keyword arguments are engine options, passed through to the
+    raw prompts only. ``special_tokens_in_content=True`` lets messages' contents hold control
+    tokens (by default their text is tokenized as text: docs/security.md;
+    :attr:`Generator.special_tokens_in_content`). Other keyword arguments are engine options, passed through to the
     backend (for llama.cpp, e.g. ``n_gpu_layers=-1``, ``n_ctx=8192``).
 
     What is left out comes from the configuration (flags > environment > project file > user
@@ -49,12 +52,18 @@ def load(
         )
     if not isinstance(progress, bool):
         raise UsageError(f"argument progress: must be True or False, got {type(progress).__name__}")
+    if not isinstance(special_tokens_in_content, bool):
+        raise UsageError(
+            f"argument special_tokens_in_content: must be True or False, got {type(special_tokens_in_content).__name__}"
+        )
     # None or a ChatTemplate is used as given; a name is a config value, and "auto" asks the config.
     named = template if isinstance(template, str) and template != AUTO else None
     given = {"model": model, "backend": backend, "platform": platform, "template": named}
     flags = {key: (key, value) for key, value in given.items()}
     arguments = {key: (key, value) for key, value in options.items()}
-    return load_with_flags(flags, arguments, template=template if named is None else AUTO, progress=progress)
+    gen = load_with_flags(flags, arguments, template=template if named is None else AUTO, progress=progress)
+    gen.special_tokens_in_content = special_tokens_in_content
+    return gen
 
 
 def load_with_flags(

@@ -155,8 +155,16 @@ class Engine(Protocol):
     @property
     def capacity(self) -> Capacity: ...
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        """Token ids for ``text``, parsing special tokens such as ``<|end|>``."""
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
+        """Token ids for ``text``, parsing special tokens such as ``<|end|>``.
+
+        With ``special=False`` the text of a control (special) token is tokenized as the plain
+        text it spells, as the tokenizer would if that token were not in its vocabulary; tokens
+        the vocabulary adds as ordinary text (Hugging Face's added tokens that are not
+        ``special``, llama.cpp's user-defined ones) may still be matched. The core tokenizes a
+        message's content this way, so that it cannot forge a turn; it calls it with
+        ``add_bos=False`` on pieces that follow a control token or begin the prompt.
+        """
         ...
 
     def token_bytes(self, token_id: int) -> bytes:

@@ -24,6 +24,7 @@ from .scheduling.scheduler import CLOSED_MESSAGE
 from .scheduling.streams import Starter
 from .streaming import TextAssembler
 from .templates import ChatTemplate, Message, get_template, normalize_messages
+from .templates.prompt_ids import chat_prompt_ids
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,6 +53,13 @@ class Generator:
     :attr:`reuse_prefix` (default True): a call whose prompt starts with the ids of an earlier
     call's prompt and output continues from that KV cache, where the engine can
     (:attr:`capacity`); set it to False to compute every prompt afresh.
+
+    :attr:`special_tokens_in_content` (default False): a message's content is tokenized as text,
+    so that a message spelling ``<|im_end|>`` or ``<|end|>`` cannot end its turn and forge
+    another; only the chat template's own markup becomes control tokens. Set it to True to let
+    content hold control tokens (content you wrote yourself, with markup in it). A raw prompt
+    (``template=None``) is the caller's own markup: its control tokens are always parsed.
+    See docs/security.md.
     """
 
     def __init__(
@@ -63,6 +71,7 @@ class Generator:
         template: ChatTemplate | None,
         sampling: SamplingConfig | None = None,
         reuse_prefix: bool = True,
+        special_tokens_in_content: bool = False,
     ) -> None:
         self._engine = engine
         self.backend = backend
@@ -70,6 +79,7 @@ class Generator:
         self.template = template
         self.sampling = sampling if sampling is not None else SamplingConfig()
         self.reuse_prefix = reuse_prefix
+        self.special_tokens_in_content = special_tokens_in_content
         self._scheduler = Scheduler(engine, backend=backend)
         self._calls: weakref.WeakSet[Call] = weakref.WeakSet()  # every call a stream may still read
         self._lock = threading.Lock()
@@ -143,13 +153,20 @@ class Generator:
         return stream.completion
 
     def prompt_ids(self, prompt: Prompt, *, template: TemplateArg = AUTO) -> list[int]:
-        """The token ids the engine is fed for ``prompt``: rendered once, tokenized once."""
+        """The token ids the engine is fed for ``prompt``: the chat template's markup as control
+        tokens, the messages' contents as text (unless :attr:`special_tokens_in_content`)."""
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
-        text = self.render(prompt, template=chat_template)
-        _check_encodable(text)
-        return self._engine.tokenize(text, add_bos=self.info.add_bos)
+        add_bos = self.info.add_bos
+        if chat_template is None or self.special_tokens_in_content:
+            text = self.render(prompt, template=chat_template)
+            _check_encodable(text)
+            return self._engine.tokenize(text, add_bos=add_bos)
+        messages = normalize_messages(prompt)
+        for message in messages:  # the markup is the template's; only contents can hold lone surrogates
+            _check_encodable(message["content"])
+        return chat_prompt_ids(chat_template, messages, self._engine.tokenize, add_bos=add_bos)
 
     def render(self, prompt: Prompt, *, template: TemplateArg = AUTO) -> str:
         """The prompt text after the chat template (without the BOS token the tokenizer adds)."""

@@ -40,11 +40,11 @@ class ByteEngine(SerialEngine):
     def info(self) -> EngineInfo:
         return self._info
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
         ids = [BOS] if add_bos else []
         rest = text.encode("utf-8")
         while rest:  # the BOS text is the BOS token, as a tokenizer parses special tokens
-            if self._info.add_bos and rest.startswith(b"<s>"):
+            if special and self._info.add_bos and rest.startswith(b"<s>"):
                 ids.append(BOS)
                 rest = rest[3:]
             else:

@@ -132,7 +132,7 @@ class Failing(SerialEngine):
     def info(self) -> EngineInfo:
         return self._info
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
         return list(text.encode())
 
     def token_bytes(self, token_id: int) -> bytes:

@@ -278,8 +278,8 @@ class ScriptedEngine(SerialEngine):
     def info(self) -> EngineInfo:
         return self._info
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return [SPECIAL_TOKENS[text]] if text in SPECIAL_TOKENS else [PROMPT]
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
+        return [SPECIAL_TOKENS[text]] if special and text in SPECIAL_TOKENS else [PROMPT]
 
     def token_bytes(self, token_id: int) -> bytes:
         return self.vocab[token_id]

@@ -49,6 +49,7 @@ from ..errors import TemplateError, UsageError
 from .messages import Message, normalize_messages
 from .messages import short as _short
 from .sandbox import jinja_template
+from .spans import Span
 
 __all__ = ["BUILTIN_TEMPLATES", "BuiltinTemplate", "ChatTemplate", "detect_template", "get_template"]
 
@@ -94,14 +95,25 @@ class BuiltinTemplate:
         return f"BuiltinTemplate({self.name!r})"
 
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+        return self.render_with_spans(messages, add_generation_prompt=add_generation_prompt)[0]
+
+    def render_with_spans(
+        self, messages: Sequence[Message], *, add_generation_prompt: bool = True
+    ) -> tuple[str, list[Span]]:
+        """The rendered text, and where each content written in it starts and ends."""
         parts: list[str] = []
+        spans: list[Span] = []
+        length = 0
         for message in normalize_messages(messages):
             role, content = message["role"], message["content"]
             if self.skip_empty_system and role == "system" and not content:
                 continue
-            parts += (self.turn_start.replace("{role}", role), content, self.turn_end)
+            start = self.turn_start.replace("{role}", role)
+            parts += (start, content, self.turn_end)
+            spans.append((length + len(start), length + len(start) + len(content)))
+            length += len(start) + len(content) + len(self.turn_end)
         parts.append(self.generation_prompt if add_generation_prompt else self.closing)
-        return "".join(parts)
+        return "".join(parts), spans
 
 
 _PHI3_EOT: Final = ("<|end|>", "<|endoftext|>", "<|assistant|>")

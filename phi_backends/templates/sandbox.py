@@ -70,6 +70,7 @@ from jinja2.utils import Namespace, pass_eval_context
 from ..errors import TemplateError
 from .messages import KNOWN_END_OF_TURN, Message, normalize_messages
 from .messages import short as _short
+from .spans import Span, marked_spans
 
 __all__ = [
     "CLOCK_EVERY_BYTES",
@@ -690,8 +691,24 @@ class JinjaChatTemplate:
         return f"JinjaChatTemplate(name={self._name!r}, {len(self.source)} characters)"
 
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+        return self._render(normalize_messages(messages), add_generation_prompt)
 
+    def render_with_spans(
+        self, messages: Sequence[Message], *, add_generation_prompt: bool = True
+    ) -> tuple[str, list[Span] | None]:
+        """The rendered text, and where the contents written in it start and end (None where the
+        template treats them so that this cannot be known: :mod:`.spans`)."""
         conversation = normalize_messages(messages)
+        text = self._render(conversation, add_generation_prompt)
+        spans = marked_spans(
+            conversation,
+            text,
+            lambda wrapped: self._render(wrapped, add_generation_prompt),
+            avoid=f"{self.source}{self.bos_token or ''}{self.eos_token or ''}",
+        )
+        return text, spans
+
+    def _render(self, conversation: list[dict[str, str]], add_generation_prompt: bool) -> str:
         input_chars = sum(len(m["content"]) for m in conversation)
         max_chars = MAX_OUTPUT_CHARS + 2 * input_chars
         known = {id(m): _weight(dict(m), max_chars, {}) for m in conversation}

@@ -346,13 +346,13 @@ class ScriptedEngine:
     def capacity(self) -> Capacity:
         return self._capacity
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
         self._check_open()
         ids: list[int] = []
         if add_bos and self._info.bos_token is not None:
             ids.append(self._controls[self._info.bos_token])
         at = 0
-        for match in self._special.finditer(text):
+        for match in self._special.finditer(text) if special else ():
             ids.extend(self._byte_ids(text[at : match.start()]))
             ids.append(self._controls[match.group()])
             at = match.end()

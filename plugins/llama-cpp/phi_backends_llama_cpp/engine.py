@@ -203,13 +203,13 @@ class LlamaCppEngine:
     def capacity(self) -> Capacity:
         return self._capacity
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
         self._check_open()
         data = text.encode("utf-8")
         capacity = len(data) + 8
         while True:
             buf = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, True)
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, special)
             if n >= 0:
                 return list(buf[:n])
             capacity = -n

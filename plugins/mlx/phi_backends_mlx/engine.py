@@ -117,9 +117,11 @@ class MlxEngine:
         """The MLX stream (on this engine's device) that every computation of this model runs on."""
         return self._stream
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
         self._check_open()
-        ids = [int(i) for i in self._tokenizer.encode(text, add_special_tokens=False)]
+        # split_special_tokens: the special added tokens are not matched (transformers passes it
+        # to the tokenizers library as encode_special_tokens); non-special added ones still are.
+        ids = [int(i) for i in self._tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special)]
         if add_bos and self._bos_id is not None:
             ids.insert(0, self._bos_id)
         return ids

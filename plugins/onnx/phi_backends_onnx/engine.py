@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,9 @@ class OnnxEngine:
         # Not og.Tokenizer(self._model): that parses the folder's (untrusted) chat template, and crashes on some.
         with template_free_folder(folder) as tokenizer_files:
             self._tokenizer = _og_call(lambda: og.Tokenizer(str(tokenizer_files)), f"the tokenizer of {folder}")
+        self._folder = folder
+        self._plain_tokenizer: Any = None
+        self._text_lock = threading.Lock()
         self._device = str(self._model.device_type)
         self._native_greedy = self._device in NATIVE_GREEDY_DEVICES
         self._vocab = genai.vocab_size
@@ -128,14 +132,26 @@ class OnnxEngine:
     def info(self) -> EngineInfo:
         return self._info
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
         self._check_open()
-        ids: list[int] = self._tokenizer.encode(text).tolist()
+        tokenizer = self._tokenizer if special else self._text_tokenizer()
+        ids: list[int] = tokenizer.encode(text).tolist()
         if self._encode_adds_bos and ids[:1] == [self._bos]:
             ids = ids[1:]
         if add_bos and self._bos is not None:
             ids.insert(0, self._bos)
         return ids
+
+    def _text_tokenizer(self) -> Any:
+        """The tokenizer that leaves control tokens' text as text (:mod:`.tokenizer_folder`), made
+        on first use: most prompts never need it."""
+        with self._text_lock:
+            if self._plain_tokenizer is None:
+                with template_free_folder(self._folder, special_tokens=False) as files:
+                    self._plain_tokenizer = _og_call(
+                        lambda: og.Tokenizer(str(files)), f"the tokenizer of {self._folder}"
+                    )
+            return self._plain_tokenizer
 
     def token_bytes(self, token_id: int) -> bytes:
         table = self._token_bytes
@@ -297,6 +313,7 @@ class OnnxEngine:
     def close(self) -> None:
         self._kept = None  # its generator before the model it runs
         self._tokenizer = None
+        self._plain_tokenizer = None
         self._model = None
 
     # -- internals ---------------------------------------------------------------------------
