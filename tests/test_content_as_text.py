@@ -39,12 +39,22 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Scri
         kind: ScriptedEngine(write_script_model(folder / f"{kind}.json", kind)) for kind in ("tiny_phi3", "smollm2")
     }
     yield made
+    for gen in _made:
+        gen.close()
+    _made.clear()
     for engine in made.values():
         engine.close()
 
 
+#: The Generators made on the module's shared engines, held until the module ends: a Generator
+#: dropped without close() closes its engine, and these engines serve every test here.
+_made: list[Generator] = []
+
+
 def generator(engine: ScriptedEngine, template: str) -> Generator:
-    return Generator(engine, backend="scripted", model="m", template=get_template(template))
+    gen = Generator(engine, backend="scripted", model="m", template=get_template(template))
+    _made.append(gen)
+    return gen
 
 
 def controls(engine: ScriptedEngine, ids: list[int]) -> list[int]:
