@@ -73,7 +73,7 @@ class LlamaCppEngine:
     def __init__(self, source: ModelSource, options: EngineOptions) -> None:
         gguf = read_gguf(source.path)  # validates header, metadata and tensor extents first
         check_for_llama_cpp(gguf)  # then what llama.cpp itself would crash on
-        options.check_model(gguf)  # KV cache types that fit its heads; n_ctx beyond its training (a warning)
+        options.check_model(gguf)  # KV cache types that fit its heads
         _init_backend(options.verbose)
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = options.n_gpu_layers
@@ -92,6 +92,7 @@ class LlamaCppEngine:
             n_ctx = options.n_ctx or min(n_ctx_train, DEFAULT_MAX_CTX)
             n_seq = options.sequences(n_ctx * _kv_bytes_per_token(self._model, options))
             self._check_memory(source, options, n_ctx, n_seq)
+            options.warn_beyond_training(gguf)
             cparams = llama_cpp.llama_context_default_params()
             # A KV cache per sequence (kv_unified off), each of n_ctx cells: a call's cells then sit
             # at its positions, as when it runs alone. In one unified cache they interleave with the

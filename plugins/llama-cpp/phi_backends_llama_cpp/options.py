@@ -20,9 +20,6 @@ from phi_backends.formats.engine_options import (
 #: context would reserve tens of GB for the KV cache).
 DEFAULT_MAX_CTX = 4096
 
-#: The most tokens llama.cpp's int32 counts hold (n_ctx, n_batch, n_ubatch).
-MAX_TOKENS = 2**31 - 1
-
 #: llama.cpp's ceiling on sequences in one context (LLAMA_MAX_SEQ).
 MAX_SEQ = 256
 
@@ -92,10 +89,6 @@ class EngineOptions:
         for name in ("n_batch", "n_ubatch"):
             if getattr(parsed, name) < 1:
                 raise OptionError(f"{name} must be at least 1")
-        for name in ("n_ctx", "n_batch", "n_ubatch"):
-            value = getattr(parsed, name)
-            if value is not None and value > MAX_TOKENS:  # past it the C field would wrap around silently
-                raise OptionError(f"{name} must be at most {MAX_TOKENS:,} (llama.cpp's limit), got {value:,}")
         if parsed.n_seq_max is not None and not 1 <= parsed.n_seq_max <= MAX_SEQ:
             raise OptionError(f"n_seq_max must be between 1 and {MAX_SEQ}, got {parsed.n_seq_max}")
         check_threads("n_threads", parsed.n_threads)
@@ -115,10 +108,8 @@ class EngineOptions:
         return self.n_threads or cpu_count()
 
     def check_model(self, gguf: GGUFInfo) -> None:
-        """What only the model file tells. A quantized KV cache type whose block does not divide
-        the head size: llama.cpp would fail to create the context with no reason we can show.
-        An n_ctx beyond the training context: llama.cpp accepts it and the output degrades past
-        it, so a warning (a longer context can be what a user wants, with RoPE scaling)."""
+        """What only the model file tells: a quantized KV cache type whose block does not divide
+        the head size (llama.cpp would fail to create the context with no reason we can show)."""
         arch = gguf.architecture or ""
         meta = gguf.metadata
         embd, heads = meta.get(f"{arch}.embedding_length"), meta.get(f"{arch}.attention.head_count")
@@ -131,6 +122,11 @@ class EngineOptions:
                     f"{name}={_kv_type_name(kind)} stores blocks of {block} values, which do not divide this "
                     f"model's head size {head}; use f16 (or leave {name} unset) for this model"
                 )
+
+    def warn_beyond_training(self, gguf: GGUFInfo) -> None:
+        """An n_ctx beyond the training context: llama.cpp accepts it and the output degrades past
+        it, so a warning (a longer context can be what a user wants, with RoPE scaling). Given
+        once the context is known to fit the memory: a refusal then stays the one line."""
         warn_beyond_training("n_ctx", self.n_ctx, gguf.context_length)
 
 
