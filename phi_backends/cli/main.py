@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli_args.add_prompt_arguments(run)
     run.add_argument("--system", default=None, help="a system message")
     run.add_argument("--raw", action="store_true", help="send the prompt as is, without a chat template")
+    run.add_argument(
+        "--special-tokens-in-content",
+        action="store_true",
+        help="let the prompt and --system hold control tokens such as <|end|> (by default they are "
+        "text, so a message cannot forge a turn: docs/security.md)",
+    )
     cli_config.add_flags(run)  # the same flags as `config`'s, read into the configuration the same way
     out = run.add_argument_group("output")
     out.add_argument(
@@ -153,6 +159,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--system needs a chat template; drop --raw or put the system text in the prompt")
     if args.raw and args.template:
         raise UsageError("--raw and --template exclude each other")
+    if args.raw and args.special_tokens_in_content:
+        raise UsageError(
+            "--special-tokens-in-content is for templated prompts; a --raw prompt's control tokens are always read"
+        )
     if (args.logprobs or args.top_logprobs) and not args.json:
         raise UsageError("log-probabilities are printed only in the --json output; add --json")
     messages: Any = prompt if args.raw else _messages(prompt, args.system)
@@ -161,6 +171,7 @@ def _run(args: argparse.Namespace) -> int:
 
     template = None if args.raw else "auto"  # "auto": the configuration's, which --template sets
     with load_with_flags(flags, options, template=template) as gen:
+        gen.special_tokens_in_content = args.special_tokens_in_content
         # The configuration's sampling: its [sampling] under the flags, field by field.
         stream = gen.stream(messages, gen.sampling, template=template)
         previous = signal.signal(signal.SIGINT, lambda *_: _second_interrupt(stream, previous))
