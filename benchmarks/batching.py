@@ -220,19 +220,31 @@ def summarize(results: list[tuple[list[float], int]]) -> Run:
     return sum(n for _, n in results), last - min(firsts), steady, last - late
 
 
+class HeldWorker:
+    """Holds ``gen``'s worker (a task on it, as scoring would be) until :meth:`release`, so that
+    calls made meanwhile all wait, and the worker admits them together at its next step."""
+
+    def __init__(self, gen: pb.Generator) -> None:
+        self.scheduler = gen._scheduler  # private: a benchmark's way to hold the worker
+        holding, self._gate = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            holding.set()
+            self._gate.wait()
+
+        self._holder = threading.Thread(target=self.scheduler.exclusive, args=(hold,))
+        self._holder.start()
+        holding.wait()
+
+    def release(self) -> None:
+        self._gate.set()
+        self._holder.join()
+
+
 def batched(gen: pb.Generator, prompts: list[str], cfg: pb.SamplingConfig) -> Run:
     """The N calls queued together, as the ceiling has its N prompts at once: the worker is held
     (by a task on it, as scoring would) until all N are submitted, then admits them in one step."""
-    scheduler = gen._scheduler  # private: a benchmark's way to hold the worker
-    holding, gate = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        holding.set()
-        gate.wait()
-
-    holder = threading.Thread(target=scheduler.exclusive, args=(hold,))
-    holder.start()
-    holding.wait()
+    held = HeldWorker(gen)
     results: list[tuple[list[float], int]] = [([], 0)] * len(prompts)
     streams = [gen.stream(p, cfg) for p in prompts]  # each queued behind the held worker
 
@@ -245,8 +257,7 @@ def batched(gen: pb.Generator, prompts: list[str], cfg: pb.SamplingConfig) -> Ru
     readers = [threading.Thread(target=read, args=(i,)) for i in range(len(prompts))]
     for t in readers:
         t.start()
-    gate.set()
-    holder.join()
+    held.release()
     for t in readers:
         t.join()
     return summarize(results)
@@ -257,16 +268,7 @@ def batched_async(gen: pb.Generator, prompts: list[str], cfg: pb.SamplingConfig)
     way) instead of N threads: one thread wakes per step, not N."""
     import asyncio
 
-    scheduler = gen._scheduler  # private: a benchmark's way to hold the worker
-    holding, gate = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        holding.set()
-        gate.wait()
-
-    holder = threading.Thread(target=scheduler.exclusive, args=(hold,))
-    holder.start()
-    holding.wait()
+    held = HeldWorker(gen)
 
     async def read(prompt: str) -> tuple[list[float], int]:
         stream = gen.astream(prompt, cfg)
@@ -276,13 +278,12 @@ def batched_async(gen: pb.Generator, prompts: list[str], cfg: pb.SamplingConfig)
 
     async def run_all() -> list[tuple[list[float], int]]:
         tasks = [asyncio.create_task(read(p)) for p in prompts]
-        while len(scheduler._waiting) < len(prompts):  # each task prepares its prompt in a thread first
+        while len(held.scheduler._waiting) < len(prompts):  # each task prepares its prompt in a thread first
             await asyncio.sleep(0.001)
-        gate.set()
+        await asyncio.to_thread(held.release)
         return list(await asyncio.gather(*tasks))
 
     results = asyncio.run(run_all())
-    holder.join()
     return summarize(results)
 
 

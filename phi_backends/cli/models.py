@@ -23,9 +23,10 @@ def add_parsers(commands: Any) -> None:
     """Add the three sub-commands to ``phi-backends``'s sub-parsers."""
     pull = commands.add_parser(
         "pull",
-        help="download a model as `run` would use it (resumable)",
+        help="download a model as `run` would use it",
         description="Download what `phi-backends run --model NAME` would load, with a progress bar on a terminal, "
-        "into the Hugging Face cache (HF_HOME / HF_HUB_CACHE); an interrupted download resumes the next time. "
+        "into the Hugging Face cache (HF_HOME / HF_HUB_CACHE); after an interruption the files it finished stay, "
+        "and the next pull fetches the rest. "
         "Prints where it went.",
     )
     pull.add_argument("name", metavar="NAME", help="a catalogue name (see `phi-backends models`) or a hub repo id")
