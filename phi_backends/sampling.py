@@ -94,7 +94,7 @@ class SamplingConfig:
         repeat_last_n: int = 64,
         seed: int | None = None,
         max_tokens: int = 100,
-        stop: str | Iterable[str] = (),
+        stop: str | Iterable[str] | None = (),
         logit_bias: Mapping[int | str, float] | Iterable[Any] = (),
         logprobs: bool = False,
         top_logprobs: int = 0,
@@ -263,8 +263,15 @@ def _optional(check: Any, name: str, value: Any) -> Any:
     return None if value is None else check(name, value)
 
 
-def _stop_strings(stop: str | Iterable[str]) -> tuple[str, ...]:
-    items = (stop,) if isinstance(stop, str) else tuple(stop)
+def _stop_strings(stop: str | Iterable[str] | None) -> tuple[str, ...]:
+    if stop is None:  # as OpenAI's API takes stop: null
+        return ()
+    if isinstance(stop, str):
+        items: tuple[Any, ...] = (stop,)
+    elif isinstance(stop, Iterable) and not isinstance(stop, (bytes, Mapping)):
+        items = tuple(stop)
+    else:
+        raise SamplingConfigError(f"stop must be a string or a list of strings, got {stop!r}")
     for item in items:
         if not isinstance(item, str) or not item:
             raise SamplingConfigError(f"stop strings must be non-empty strings, got {item!r}")

@@ -14,6 +14,7 @@ def test_defaults_are_the_tutorials() -> None:
     cfg = SamplingConfig()
     assert (cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p) == (1.0, None, None, None)
     assert (cfg.repeat_penalty, cfg.repeat_last_n, cfg.seed, cfg.max_tokens, cfg.stop) == (1.2, 64, None, 100, ())
+    assert SamplingConfig(stop=None).stop == ()  # OpenAI's stop: null
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,8 @@ def test_defaults_are_the_tutorials() -> None:
         ("max_tokens", 0, "max_tokens must be > 0"),
         ("stop", [""], "non-empty strings"),
         ("stop", [3], "non-empty strings"),
+        ("stop", 5, "stop must be a string or a list of strings"),
+        ("stop", b"###", "stop must be a string or a list of strings"),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: object, message: str) -> None:
