@@ -123,3 +123,10 @@ class PhiBackendsWarning(UserWarning):
     """A value phi-backends accepts that is probably not what the user wants (an ``n_ctx`` beyond
     the model's training context, a chat template of another model family). Issued with
     :func:`warnings.warn`; the CLI prints each as one ``phi-backends: warning: ...`` line."""
+
+
+def short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a message is one line, and a bad value can be
+    a file's worth (``-O n_ctx=[[[[...`` printed 5,000 brackets)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-from .errors import SamplingConfigError
+from .errors import SamplingConfigError, short
 
 __all__ = ["ReferenceSampler", "SamplingConfig", "penalty_window"]
 
@@ -184,9 +184,9 @@ def _unknown_field_message(name: str) -> str:
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SamplingConfigError(f"{name} must be a number, got {value!r}")
+        raise SamplingConfigError(f"{name} must be a number, got {short(value)}")
     if not math.isfinite(value):
-        raise SamplingConfigError(f"{name} must be a finite number, got {value!r}")
+        raise SamplingConfigError(f"{name} must be a finite number, got {short(value)}")
     return float(value)
 
 
@@ -194,7 +194,7 @@ def _integer(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise SamplingConfigError(f"{name} must be a whole number, got {value!r}")
+        raise SamplingConfigError(f"{name} must be a whole number, got {short(value)}")
     return value
 
 
@@ -203,7 +203,7 @@ def _boolean(name: str, value: Any) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
         return value.lower() in ("true", "1", "yes")
-    raise SamplingConfigError(f"{name} must be true or false, got {value!r}")
+    raise SamplingConfigError(f"{name} must be true or false, got {short(value)}")
 
 
 #: OpenAI's range: -100 bans a token, 100 all but forces it.
@@ -226,14 +226,16 @@ def _logit_bias(value: Any) -> tuple[tuple[int, float], ...]:
             if isinstance(item, str):
                 key, sep, bias = item.partition("=")
                 if not sep:
-                    raise SamplingConfigError(f"logit_bias entries are ID=BIAS, got {item!r}")
+                    raise SamplingConfigError(f"logit_bias entries are ID=BIAS, got {short(item)}")
                 items.append((key.strip(), bias.strip()))
             elif isinstance(item, (tuple, list)) and len(item) == 2:
                 items.append((item[0], item[1]))
             else:
-                raise SamplingConfigError(f"logit_bias entries are (token_id, bias) pairs or ID=BIAS, got {item!r}")
+                raise SamplingConfigError(
+                    f"logit_bias entries are (token_id, bias) pairs or ID=BIAS, got {short(item)}"
+                )
     else:
-        raise SamplingConfigError(f"logit_bias must map token ids to biases, got {value!r}")
+        raise SamplingConfigError(f"logit_bias must map token ids to biases, got {short(value)}")
     biases: dict[int, float] = {}
     for key, bias in items:
         token = _token_id(key)
@@ -241,7 +243,7 @@ def _logit_bias(value: Any) -> tuple[tuple[int, float], ...]:
             try:
                 number = float(bias)
             except ValueError:
-                raise SamplingConfigError(f"logit_bias for token {token} must be a number, got {bias!r}") from None
+                raise SamplingConfigError(f"logit_bias for token {token} must be a number, got {short(bias)}") from None
         number = _number(f"logit_bias for token {token}", number if isinstance(bias, str) else bias)
         if not -MAX_BIAS <= number <= MAX_BIAS:
             raise SamplingConfigError(
@@ -256,7 +258,7 @@ def _token_id(key: Any) -> int:
         return int(key)
     if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
         return key
-    raise SamplingConfigError(f"logit_bias keys are token ids (whole numbers >= 0), got {key!r}")
+    raise SamplingConfigError(f"logit_bias keys are token ids (whole numbers >= 0), got {short(key)}")
 
 
 def _optional(check: Any, name: str, value: Any) -> Any:
@@ -271,10 +273,10 @@ def _stop_strings(stop: str | Iterable[str] | None) -> tuple[str, ...]:
     elif isinstance(stop, Iterable) and not isinstance(stop, (bytes, Mapping)):
         items = tuple(stop)
     else:
-        raise SamplingConfigError(f"stop must be a string or a list of strings, got {stop!r}")
+        raise SamplingConfigError(f"stop must be a string or a list of strings, got {short(stop)}")
     for item in items:
         if not isinstance(item, str) or not item:
-            raise SamplingConfigError(f"stop strings must be non-empty strings, got {item!r}")
+            raise SamplingConfigError(f"stop strings must be non-empty strings, got {short(item)}")
     return items
 
 

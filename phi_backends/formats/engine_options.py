@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import OptionError, PhiBackendsWarning
+from ..errors import OptionError, PhiBackendsWarning, short
 
 __all__ = [
     "INT_MAX",
@@ -77,27 +77,27 @@ def coerce_option(name: str, value: Any, annotation: Any) -> Any:
             return value
         if isinstance(value, str) and value.strip().lower() in (*_TRUE, *_FALSE):
             return value.strip().lower() in _TRUE
-        raise OptionError(f"option {name} must be true or false, got {value!r}")
+        raise OptionError(f"option {name} must be true or false, got {short(value)}")
     if "str" in text:
         if isinstance(value, str):
             return value.strip()
-        raise OptionError(f"option {name} must be a string, got {value!r}")
+        raise OptionError(f"option {name} must be a string, got {short(value)}")
     if "float" in text:
         try:
             if isinstance(value, bool):
                 raise ValueError
             number = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise OptionError(f"option {name} must be a number, got {value!r}") from None
+            raise OptionError(f"option {name} must be a number, got {short(value)}") from None
         if not math.isfinite(number):  # nan reaches the engine as is, and makes garbage of its output
-            raise OptionError(f"option {name} must be a finite number, got {value!r}")
+            raise OptionError(f"option {name} must be a finite number, got {short(value)}")
         return number
     try:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError
         whole = int(value)
     except (TypeError, ValueError, OverflowError):
-        raise OptionError(f"option {name} must be a whole number, got {value!r}") from None
+        raise OptionError(f"option {name} must be a whole number, got {short(value)}") from None
     if not INT_MIN <= whole <= INT_MAX:
         bound = f"at most {INT_MAX}" if whole > 0 else f"at least {INT_MIN}"
         raise OptionError(f"option {name} must be {bound} (the engines take a 32-bit whole number), got {whole}")

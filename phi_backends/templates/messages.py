@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from ..errors import UsageError
+from ..errors import UsageError, short
 
 __all__ = ["KNOWN_END_OF_TURN", "ROLES", "Message", "normalize_messages", "short"]
 
@@ -60,9 +60,3 @@ def normalize_messages(prompt: str | Sequence[Message]) -> list[dict[str, str]]:
             )
         result.append({"role": role, "content": content})
     return result
-
-
-def short(value: object, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters for a one-line message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
