@@ -15,9 +15,12 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import os
+import shlex
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 import pluggy
@@ -33,6 +36,7 @@ __all__ = [
     "Registered",
     "backends",
     "get_backend",
+    "install_command",
     "model_formats",
     "plugin_manager",
     "registry",
@@ -57,6 +61,24 @@ def _published() -> dict[str, str]:
 
 #: Backends this project publishes, with the pip extra that installs each (said when one is missing).
 KNOWN_BACKENDS: dict[str, str] = _published()
+
+#: Where phi_backends was imported from: in a checkout (an editable install, or run in place)
+#: the plugins sit beside it, in plugins/<name>.
+_SOURCE = Path(__file__).resolve().parent.parent
+
+
+def install_command(name: str) -> str:
+    """The command that installs backend ``name``'s plugin, for how phi-backends was installed.
+
+    The plugin packages are not on the package index, so ``pip install 'phi-backends[onnx]'``
+    fails for our own backends; from a checkout the plugin's folder in it works, installed into
+    the very interpreter running now. A backend published elsewhere keeps its extra.
+    """
+    folder = _SOURCE / "plugins" / name
+    if (folder / "pyproject.toml").is_file():
+        return f"{shlex.quote(sys.executable)} -m pip install -e {shlex.quote(str(folder))}"
+    extra = KNOWN_BACKENDS.get(name, f"{DISTRIBUTION}-{name}")
+    return f"pip install '{extra}'"
 
 
 @dataclass(frozen=True)
@@ -196,9 +218,7 @@ def get_backend(name: str) -> Backend:
             f"backend {name!r} is blocked by {BLOCK_ENV}; remove it from that variable to use it"
         )
     if name in KNOWN_BACKENDS:
-        raise BackendUnavailableError(
-            f"backend {name!r} is not installed; install it with: pip install '{KNOWN_BACKENDS[name]}'"
-        )
+        raise BackendUnavailableError(f"backend {name!r} is not installed; install it with: {install_command(name)}")
     known = sorted(set(installed) | set(KNOWN_BACKENDS))
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""

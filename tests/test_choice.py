@@ -361,7 +361,8 @@ def test_choose_with_no_backend_installed_says_how_to_install_one(install: Calla
         caught.value,
         BackendUnavailableError,
         "no backend is",  # "installed", or "available" where real plugins are installed but blocked here
-        "pip install 'phi-backends[llama-cpp]'",
+        "-m pip install -e ",
+        "plugins/llama-cpp",
         what="no backend installed (automatic choice)",
     )
 

@@ -263,10 +263,10 @@ def _backends(args: argparse.Namespace) -> int:
                 "reason": availability.reason,
             }
         )
-    for name, extra in plugins.KNOWN_BACKENDS.items():
+    for name in plugins.KNOWN_BACKENDS:
         if not any(r["name"] == name for r in rows):
             blocked = name in plugins.blocked_plugins()
-            reason = f"blocked by {plugins.BLOCK_ENV}" if blocked else f"not installed: pip install '{extra}'"
+            reason = f"blocked by {plugins.BLOCK_ENV}" if blocked else f"not installed: {plugins.install_command(name)}"
             if name in plugins.broken:
                 reason = f"installed but failed to load: {plugins.broken[name]}"
             rows.append(

@@ -308,7 +308,7 @@ def _not_installed(installed: Mapping[str, Backend]) -> list[Assessment]:
         elif name in plugins.blocked_plugins():
             reason = f"blocked by {plugins.BLOCK_ENV}"
         else:
-            reason = f"not installed: pip install '{plugins.KNOWN_BACKENDS[name]}'"
+            reason = f"not installed: {plugins.install_command(name)}"
         rows.append(Assessment(name, Fit.UNUSABLE, reason, installed=False, judged_by="core"))
     return rows
 
@@ -334,7 +334,7 @@ def _why_none(query: ModelQuery, rows: list[Assessment], installed: Mapping[str,
         expected = ", ".join(names[:-1]) + " or " + names[-1]
         return f"{query.path} is not a model {what} phi-backends can read; expected {expected}; point at one of those"
     if not installed:
-        hints = " or ".join(f"pip install '{extra}'" for extra in plugins.KNOWN_BACKENDS.values())
+        hints = " or ".join(plugins.install_command(name) for name in plugins.KNOWN_BACKENDS)
         present = {ep.name for ep in importlib.metadata.entry_points(group=plugins.ENTRY_POINT_GROUP)}
         blocked = [name for name in plugins.blocked_plugins() if name in present]
         if blocked:
@@ -345,9 +345,7 @@ def _why_none(query: ModelQuery, rows: list[Assessment], installed: Mapping[str,
         return f"no backend is installed; install one: {hints}"
     readers = [a for a in rows if a.installed and query.offers(a.formats)]
     if not readers:
-        hint = " or ".join(
-            f"pip install '{plugins.KNOWN_BACKENDS[n]}'" for n in _publishers(query, installed, blocked_too=True)
-        )
+        hint = " or ".join(plugins.install_command(n) for n in _publishers(query, installed, blocked_too=True))
         return (
             f"no installed backend reads {query.name} ({_format_words(tuple(sorted(query.formats)))}); "
             f"installed: {', '.join(installed)}" + (f"; install one that does: {hint}" if hint else "")
@@ -398,7 +396,7 @@ def _wrong_backend(query: ModelQuery, named: Backend) -> str:
     """A named backend that does not read the model's format: say which backend does."""
     installed = plugins.backends()
     readers = [n for n, b in installed.items() if query.offers(b.formats)]
-    missing = [f"pip install '{plugins.KNOWN_BACKENDS[n]}'" for n in _publishers(query, installed)]
+    missing = [plugins.install_command(n) for n in _publishers(query, installed)]
     if query.kind == "catalogue":
         assert query.entry is not None
         have = ", ".join(sorted(query.formats))

@@ -13,7 +13,11 @@ from phi_backends.errors import BackendUnavailableError
 from .assess import assess
 from .options import EngineOptions
 
-INSTALL_HINT = "pip install 'phi-backends[llama-cpp]' (build llama-cpp-python with CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" on CPUs where the native build crashes)"
+# The engine this plugin needs (its pyproject's pin); the plugin itself is installed already.
+INSTALL_HINT = (
+    "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'llama-cpp-python>=0.3.16,<0.4' "
+    "(the flag builds for any CPU of this kind; without it the build may crash on other CPUs)"
+)
 
 
 class LlamaCppBackend:

@@ -9,8 +9,8 @@ import sys
 from phi_backends import Availability
 
 INSTALL_HINT = (
-    "pip install 'phi-backends[mlx]' (Apple silicon: Metal; Linux: installs mlx[cpu], "
-    "use pip install 'mlx[cuda]' for an NVIDIA GPU)"
+    "pip install 'mlx-lm>=0.32,<0.33' (Apple silicon: Metal); on Linux also pip install 'mlx[cpu]', "
+    "or 'mlx[cuda]' for an NVIDIA GPU"
 )
 #: mlx-lm's generate_step and load() as this plugin uses them.
 MLX_LM_SERIES = "0.32"

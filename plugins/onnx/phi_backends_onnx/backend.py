@@ -15,8 +15,8 @@ from .providers import SUPPORTED_VERSION, Installation, check_usable, probe_inst
 
 SUPPORTED = ".".join(map(str, SUPPORTED_VERSION))
 INSTALL_HINT = (
-    "pip install 'phi-backends[onnx]' (CPU); for CUDA or DirectML install onnxruntime-genai-cuda or "
-    "onnxruntime-genai-directml first, then pip install --no-deps phi-backends-onnx"
+    "pip install 'onnxruntime-genai>=0.18,<0.19' (CPU); for CUDA or DirectML install "
+    "onnxruntime-genai-cuda or onnxruntime-genai-directml instead"
 )
 
 
