@@ -54,6 +54,20 @@ def _physical_memory() -> int:
         return 8 * 2**30
 
 
+def default_threads() -> int:
+    """Every core this process may use but one (at least one).
+
+    llama.cpp's threads meet at a barrier after every operation of every layer, so a decode runs
+    at the pace of its slowest thread. With a thread on every core, one other busy process on the
+    machine takes a core from one of them for a scheduler slice at a time, and all the others wait:
+    on 2 cores with one busy neighbour, 2 threads decoded SmolLM2 at 46 to 56 tokens/s and 1 thread
+    at 91 (llama.cpp and Ollama take every physical core; llama-cpp-python takes half the logical
+    ones). Leaving one core also leaves room for this process's own threads (readers of a stream,
+    a server's event loop). benchmarks/threads.py measures it.
+    """
+    return max(1, cpu_count() - 1)
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """llama.cpp settings. ``None`` means "our default", documented per field."""
@@ -68,7 +82,7 @@ class EngineOptions:
     # batch of 4 takes most of the batching gain) when 4 caches fit a quarter of the machine's
     # memory, else 2, else 1 (default_n_seq_max).
     n_seq_max: int | None = None
-    n_threads: int | None = None  # default: every core this process may use
+    n_threads: int | None = None  # default: every core this process may use but one (default_threads)
     n_threads_batch: int | None = None  # default: n_threads
     n_gpu_layers: int = 0  # layers offloaded to the GPU; -1 = all (CPU-only builds ignore it)
     main_gpu: int = 0
@@ -105,7 +119,7 @@ class EngineOptions:
 
     @property
     def threads(self) -> int:
-        return self.n_threads or cpu_count()
+        return self.n_threads or default_threads()
 
     def check_model(self, gguf: GGUFInfo) -> None:
         """What only the model file tells: a quantized KV cache type whose block does not divide

@@ -199,3 +199,12 @@ def test_control_tokens_in_the_prompt_are_text_unless_asked(smollm2: Path) -> No
     assert as_controls > plain
     result = run("run", "-m", str(smollm2), "--raw", "--special-tokens-in-content", "hi")
     expect_cli_error(result, 2, "templated prompts", what="--raw with --special-tokens-in-content")
+
+
+def test_the_default_threads_leave_one_core(smollm2: Path) -> None:
+    """One thread per core but one: a thread on every core stalls at every barrier as soon as
+    another busy process takes a core (benchmarks/threads.py)."""
+    import phi_backends as pb
+
+    with pb.load(str(smollm2), backend="llama-cpp", n_ctx=256) as gen:
+        assert gen.info.metadata["threads"] == max(1, cpu_count() - 1)
