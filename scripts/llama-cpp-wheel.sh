@@ -20,9 +20,21 @@ dir=${PHI_BACKENDS_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/phi-backends/whee
 wheel=$(ls "$dir"/llama_cpp_python-"$version"-*.whl 2>/dev/null | head -n 1 || true)
 if [ -z "$wheel" ]; then
   mkdir -p "$dir"
-  echo "building llama-cpp-python $version with CMAKE_ARGS=$cmake_args (a few minutes, once)" >&2
+  # pip is silent while the C++ compiles (the whole install took 17 minutes on a fresh 2-core
+  # machine, as issue 16 measured it): say so, and show that it is still going.
+  echo "building llama-cpp-python $version with CMAKE_ARGS=$cmake_args, once:" \
+    "about 15-20 minutes on 2 cores, less on more" >&2
   CMAKE_ARGS="$cmake_args" "$python" -m pip wheel --quiet --no-deps --no-cache-dir \
-    --no-binary llama-cpp-python "llama-cpp-python==$version" -w "$dir" >&2
+    --no-binary llama-cpp-python "llama-cpp-python==$version" -w "$dir" >&2 &
+  pip_pid=$!
+  started=$SECONDS
+  while kill -0 "$pip_pid" 2>/dev/null; do
+    for _ in $(seq 60); do kill -0 "$pip_pid" 2>/dev/null && sleep 1 || break; done
+    if kill -0 "$pip_pid" 2>/dev/null; then
+      echo "  still compiling llama.cpp: $(( (SECONDS - started) / 60 )) min so far" >&2
+    fi
+  done
+  wait "$pip_pid"  # its exit status: set -e stops here if the build failed
   wheel=$(ls "$dir"/llama_cpp_python-"$version"-*.whl | head -n 1)
 fi
 printf '%s\n' "$wheel"
