@@ -7,6 +7,7 @@ the command sees exactly the environment a user's shell would give it (plus what
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -85,3 +86,11 @@ def run_cli_io(
             out.close()
     decode = lambda data: (data or b"").decode("utf-8", "replace")  # noqa: E731
     return subprocess.CompletedProcess(result.args, result.returncode, decode(result.stdout), decode(result.stderr))
+
+
+def interruptible() -> None:
+    """A ``preexec_fn`` for a process a test will send SIGINT: SIGINT back to its default action.
+    A shell starts background jobs with SIGINT ignored (no job control), the children inherit
+    that, and Python then installs no KeyboardInterrupt handler: a test launched that way would
+    see the process run on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -29,7 +29,7 @@ import pytest
 from fakehub import FakeHub
 
 from tests.bad_inputs import expect_cli_error
-from tests.cli import CLI, run_cli
+from tests.cli import CLI, interruptible, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -256,6 +256,7 @@ def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_completes(hub: 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     deadline = time.monotonic() + 30
     while not _RecordingHandler.ranges:  # the download has started

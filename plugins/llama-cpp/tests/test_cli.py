@@ -16,7 +16,7 @@ import pytest
 
 from phi_backends.testing import SCRIPT_TEXT
 from tests.bad_inputs import expect_cli_error
-from tests.cli import CLI
+from tests.cli import CLI, interruptible
 from tests.cli import run_cli as run
 from tests.fakehub import FakeHub
 
@@ -127,6 +127,7 @@ def test_ctrl_c_stops_cleanly(tiny_phi3: Path) -> None:
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=interruptible,
     )
     assert proc.stdout is not None
     first = os.read(proc.stdout.fileno(), 64)  # blocks until the first streamed text
