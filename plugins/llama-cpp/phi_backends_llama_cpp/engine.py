@@ -260,10 +260,10 @@ class LlamaCppEngine:
         # The generating sequences go together in one batch; each new prompt is decoded in a batch
         # of its own, as it would be alone. (A prompt's rows computed beside other rows came out
         # another way by rounding on float32 weights: a 1e-6 change in the first token's logits.)
-        # In the order of their sequence ids: llama.cpp splits a batch of separate KV streams into
-        # micro-batches by sequence, and the calls' order in the scheduler is not their slots'
-        # (with 8 calls, unsorted steps were 15% slower in about half the rounds; sorted, the
-        # aggregate matched the ceiling's, which feeds its sequences in id order).
+        # In the order of their sequence ids, as llama.cpp's own batch API users feed them: in the
+        # scheduler's order (not the slots'), 8 calls ran 15% slower in about half the rounds of
+        # benchmarks/batching.py and at the ceiling in the others; sorted, 1.006 of the ceiling.
+        # (Our guess at why: llama.cpp splits a batch over separate KV streams by sequence.)
         generating = sorted((i for i, seq in enumerate(seqs) if seq._sampled), key=lambda i: seqs[i]._slot.seq_id)
         if generating:
             self._feed(generating, seqs, out)
