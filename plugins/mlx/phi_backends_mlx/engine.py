@@ -79,6 +79,9 @@ class MlxEngine:
         self._model: Any = None
         self._running: MlxSequence | None = None  # the one open sequence (Capacity.max_sequences 1)
         self._prefix = PrefixCache()
+        # transformers' encode sets split_special_tokens on the tokenizer's one Rust tokenizer
+        # for the call, so calls with different `special` on two threads must not overlap.
+        self._encode_lock = threading.Lock()
         # Every MLX computation of this engine runs on this thread (.threads says why).
         self._thread = lend()
         self._returned = weakref.finalize(self, give_back, self._thread)
@@ -121,7 +124,9 @@ class MlxEngine:
         self._check_open()
         # split_special_tokens: the special added tokens are not matched (transformers passes it
         # to the tokenizers library as encode_special_tokens); non-special added ones still are.
-        ids = [int(i) for i in self._tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special)]
+        with self._encode_lock:
+            encoded = self._tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special)
+        ids = [int(i) for i in encoded]
         if add_bos and self._bos_id is not None:
             ids.insert(0, self._bos_id)
         return ids
