@@ -8,6 +8,7 @@ strings, stop at the model family's end-of-turn tokens, and report usage and tim
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import operator
 import threading
@@ -35,6 +36,20 @@ Prompt: TypeAlias = "str | Sequence[Message]"
 TemplateArg: TypeAlias = "str | ChatTemplate | None"
 AUTO = "auto"
 #: The one refusal of a prompt with nothing in it, the same on every backend.
+#: Generators not closed yet. Closed at interpreter exit, while every thread can still run: an
+#: engine left to the interpreter's teardown frees its native state in whatever order modules go
+#: (MLX's stream threads were destroyed still joinable: "terminate called without an active
+#: exception", SIGABRT, after a script that never called close() had printed its answer).
+_open_generators: weakref.WeakSet[Generator] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_generators() -> None:
+    for gen in list(_open_generators):
+        with contextlib.suppress(Exception):
+            gen._close_at_exit()
+
+
 EMPTY_PROMPT = "the prompt is empty: it gives the model no tokens to continue (BOS aside); give some text"
 
 
@@ -86,6 +101,7 @@ class Generator:
         self._eog_cache: dict[str, frozenset[int]] = {}
         self._closed = False
         self._engine_closed = False
+        _open_generators.add(self)
 
     @property
     def info(self) -> EngineInfo:
@@ -217,15 +233,23 @@ class Generator:
         """Free the engine. Calls made from this thread end at once; calls running for other
         threads are let finish first. After this every call raises UsageError."""
         me = threading.get_ident()
+        self._close(lambda call: call.owner == me)
+
+    def _close(self, drop: Callable[[Call], bool]) -> None:
         self._closed = True
+        _open_generators.discard(self)
         for call in list(self._calls):  # finished calls too: what they buffered is not read any more
-            if call.owner == me:
+            if drop(call):
                 call.close()
-        self._scheduler.close(drop=lambda call: call.owner == me)
+        self._scheduler.close(drop=drop)
         with self._lock:
             if not self._engine_closed:
                 self._engine_closed = True
                 self._engine.close()
+
+    def _close_at_exit(self) -> None:
+        """Close now, ending every call: the interpreter is exiting, and no thread will read them."""
+        self._close(lambda call: True)
 
     def __del__(self) -> None:
         # Dropped without close(): the worker thread holds the engine (a running thread is a GC

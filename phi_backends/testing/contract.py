@@ -22,6 +22,7 @@ import functools
 import gc
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -319,6 +320,32 @@ class BackendContract:
         with pytest.raises(UsageError, match="closed"):
             gen.generate(HAIKU, GREEDY)
 
+    @pytest.mark.parametrize("left_running", ["nothing", "a stream in a daemon thread"])
+    def test_a_script_that_never_closes_exits_cleanly(self, contract_models: ContractModels, left_running: str) -> None:
+        """A script that prints its answer and ends without close() (or ``with``) exits 0, also
+        with a call still streaming on a daemon thread: no native abort in the interpreter's teardown."""
+        script = f"""
+import sys, threading
+from phi_backends import SamplingConfig, load
+gen = load(sys.argv[1], backend={contract_models.backend!r}, **{contract_models.options!r})
+print(gen.generate("Write a haiku", SamplingConfig(max_tokens=4, seed=1)).text is not None, flush=True)
+if {left_running != "nothing"}:
+    started = threading.Event()
+    def read():
+        for _ in gen.stream("Tell me a long story", SamplingConfig(max_tokens=1000, seed=2), template=None):
+            started.set()
+    threading.Thread(target=read, daemon=True).start()
+    started.wait(120)
+"""
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(contract_models.tiny_phi3)],
+            capture_output=True,
+            text=True,
+            timeout=THREAD_TIMEOUT_S,
+        )
+        assert (run.returncode, run.stdout) == (0, "True\n"), run.stderr[-2000:]
+        assert "terminate" not in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+
     def test_cancel_finishes_with_cancelled(self, phi3: Generator) -> None:
         stream = phi3.stream("Tell me a long story", SamplingConfig(seed=3, max_tokens=50), template=None)
         next(stream)
@@ -534,6 +561,22 @@ class BackendContract:
                 gen.special_tokens_in_content = False
             assert opted_out == engine.tokenize(gen.render(forged), add_bos=gen.info.add_bos)
             assert len(controls(opted_out)) == len(controls(ids)) + forgery.count("<|"), gen.model
+
+    def test_tokenize_from_many_threads_at_once(self, phi3: Generator) -> None:
+        """Callers tokenize on their own threads while others do (a prompt's markup with control
+        tokens, its content without): each gets what it gets alone. (transformers switches
+        ``split_special_tokens`` on its shared Rust tokenizer per call: unguarded, a prompt
+        tokenized beside content-as-text lost its control tokens, about one call in fifty.)"""
+        engine = phi3._engine
+        text = phi3.render(HAIKU)
+        cases = [(text, special) for special in (True, False)]
+        alone = {case: engine.tokenize(case[0], add_bos=False, special=case[1]) for case in cases}
+        assert alone[cases[0]] != alone[cases[1]]
+
+        def many(case: tuple[str, bool]) -> bool:
+            return all(engine.tokenize(case[0], add_bos=False, special=case[1]) == alone[case] for _ in range(300))
+
+        assert run_in_threads([functools.partial(many, case) for case in cases * 3]) == [True] * 6
 
     # -- a real instruct model --------------------------------------------------------------
 
