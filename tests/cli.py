@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["CLI", "run_cli", "run_cli_io"]
+__all__ = ["CLI", "run_cli", "run_cli_io", "run_cli_with_terminal_stderr"]
 
 #: The console script installed next to the interpreter running the tests.
 CLI = str(Path(sys.executable).parent / "phi-backends")
@@ -38,6 +38,42 @@ def run_cli(
     # No stdin given: an empty one, not the test runner's (`run` reads a piped stdin as the prompt).
     given = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
     return subprocess.run([CLI, *args], capture_output=True, text=True, env=full_env, timeout=timeout, **given)
+
+
+def run_cli_with_terminal_stderr(*args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``phi-backends *args`` with stderr on a pseudo-terminal (what a user at a shell has), stdout
+    a pipe: the result, and everything the command wrote to the terminal."""
+    import pty
+    import threading
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "HF_HUB_DISABLE_XET": "1"}
+    proc = subprocess.Popen(
+        [CLI, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, env=env, text=True
+    )
+    os.close(follower)
+    written: list[bytes] = []
+
+    def drain() -> None:  # the terminal's buffer is small: read it while the command runs
+        while True:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # EIO: the command closed its end
+                return
+            if not data:
+                return
+            written.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        stdout, _ = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+        reader.join(10)
+        os.close(leader)
+    result = subprocess.CompletedProcess([CLI, *args], proc.returncode, stdout, None)
+    return result, b"".join(written).decode("utf-8", "replace")
 
 
 def run_cli_io(

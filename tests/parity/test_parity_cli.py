@@ -14,7 +14,7 @@ import pytest
 from phi_backends.diagnostics.parity import Thresholds, read_prompts
 from phi_backends.errors import UsageError
 from tests.bad_inputs import expect_api_error, expect_cli_error
-from tests.cli import run_cli
+from tests.cli import run_cli, run_cli_with_terminal_stderr
 
 SCRIPT = "Ice hockey on frozen ponds."
 
@@ -89,6 +89,27 @@ def test_every_pair_is_compared(tiny_phi3: Path, tiny_phi3_mlx: Path, tmp_path: 
     assert report["backends"] == ["mlx", "llama-cpp"]
     assert [p["backends"] for p in report["pairs"]] == [["mlx", "llama-cpp"]]
     assert report["template"] == "phi3"
+
+
+def test_a_terminal_sees_progress_and_a_pipe_does_not(tiny_phi3: Path, tiny_phi3_onnx: Path, tmp_path: Path) -> None:
+    """Parity runs for minutes on real models: on a terminal, stderr says what it is doing
+    (each load, each prompt's greedy run); a pipe gets nothing but the report."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Write a haiku about ice hockey\nName a winter sport\n", encoding="utf-8")
+    args = ["--model", f"llama-cpp={tiny_phi3}", "--model", f"onnx={tiny_phi3_onnx}", "--prompts", str(prompts)]
+    args += ["--template", "phi3", "--max-tokens", "4", "--json"]
+    result, terminal = run_cli_with_terminal_stderr("parity", *args)
+    assert result.returncode == 0, terminal
+    assert json.loads(result.stdout)["passed"] is True
+    shown = [line.strip() for line in terminal.replace("\x1b[K", "").replace("\r", "\n").splitlines() if line.strip()]
+    assert f"loading {tiny_phi3} on llama-cpp" in shown and f"loading {tiny_phi3_onnx} on onnx" in shown, shown
+    for backend in ("llama-cpp", "onnx"):
+        assert [f"{backend}: greedy continuation {i}/2" for i in (1, 2)] == [
+            line for line in shown if line.startswith(f"{backend}: greedy")
+        ], shown
+    assert terminal.endswith("\r\x1b[K"), "the last progress line is wiped before the report"
+    piped = run_cli("parity", *args)
+    assert (piped.returncode, piped.stderr) == (0, "")
 
 
 # -- bad input ------------------------------------------------------------------------------------
