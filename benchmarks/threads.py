@@ -8,6 +8,10 @@ greedy generation), so that no OpenMP team outlives its run; settings are interl
 round and medians are printed.
 
     python benchmarks/threads.py [--model smollm2] [--tokens 96] [--rounds 3]
+    python benchmarks/threads.py --backend onnx [--model smollm2|tiny_phi3|FOLDER] [--precision int4]
+
+On ONNX Runtime GenAI the option is ``threads`` (onnxruntime's intra-op threads; its default,
+reported as "default", is onnxruntime's own: one per physical core).
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ from contextlib import contextmanager
 CHILD = """
 import json, sys
 import phi_backends as pb
-model, threads, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
-options = {} if threads == "default" else {"n_threads": int(threads)}
+model, threads, tokens, backend = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+key, options = ("n_threads", {"n_ctx": 1024}) if backend == "llama-cpp" else ("threads", {})
+if threads != "default":
+    options[key] = int(threads)
 cfg = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0, max_tokens=tokens)
-with pb.load(model, backend="llama-cpp", n_ctx=1024, **options) as gen:
+with pb.load(model, backend=backend, **options) as gen:
     gen.reuse_prefix = False
     gen.generate("Write a long story about a hockey team.", cfg.replace(max_tokens=8))
     out = gen.generate("Write a long story about a hockey team.", cfg)
-    print(json.dumps({"rate": out.timings.decode_tokens_per_second, "threads": gen.info.metadata["threads"]}))
+    print(json.dumps({"rate": out.timings.decode_tokens_per_second, "threads": gen.info.metadata["threads"] or 0}))
 """
 
 
@@ -53,9 +59,9 @@ def neighbour(busy: bool) -> Iterator[None]:
             proc.wait()
 
 
-def measure(model: str, threads: str, tokens: int) -> tuple[float, int]:
+def measure(model: str, threads: str, tokens: int, backend: str) -> tuple[float, int]:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, model, threads, str(tokens)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", CHILD, model, threads, str(tokens), backend], capture_output=True, text=True, timeout=600
     )
     if out.returncode != 0:
         raise SystemExit(f"n_threads={threads}: {out.stderr.strip().splitlines()[-1]}")
@@ -68,7 +74,16 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", choices=("llama-cpp", "onnx"), default="llama-cpp")
+    parser.add_argument("--precision", choices=("int4", "fp32"), default="int4", help="onnx: which test folder")
     args = parser.parse_args()
+    model = args.model
+    if args.backend == "onnx" and not os.path.isdir(model):  # a test model name: its cached ONNX folder
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from tests.fixtures.hf_models import onnx_model
+
+        model = str(onnx_model(model, args.precision))
+    option = "n_threads" if args.backend == "llama-cpp" else "threads"
     settings = ["default", *(str(n) for n in range(1, cores() + 1))]
     for busy in (True, False):
         rates: dict[str, list[float]] = {s: [] for s in settings}
@@ -76,20 +91,20 @@ def main() -> None:
         with neighbour(busy):
             for r in range(args.rounds):
                 for setting in settings if r % 2 == 0 else reversed(settings):
-                    rate, used = measure(args.model, setting, args.tokens)
+                    rate, used = measure(model, setting, args.tokens, args.backend)
                     rates[setting].append(rate)
                     if setting == "default":
                         default_threads = used
         medians = {s: statistics.median(v) for s, v in rates.items()}
         best = max((s for s in settings if s != "default"), key=lambda s: medians[s])
-        print(f"{'one busy neighbour' if busy else 'quiet'}: {cores()} cores, {args.tokens} tokens, greedy, "
+        print(f"{'one busy neighbour' if busy else 'quiet'}: {args.backend}, {cores()} cores, {args.tokens} tokens, greedy, "
               f"{args.rounds} interleaved rounds")  # fmt: skip
         for s in settings:
-            label = f"default (n_threads={default_threads})" if s == "default" else f"n_threads={s}"
+            label = f"default ({option}={default_threads or 'engine'})" if s == "default" else f"{option}={s}"
             runs = ", ".join(f"{v:.1f}" for v in rates[s])
             print(f"  {label:<24} {medians[s]:7.1f} tok/s (runs: {runs})")
         goal = "  (goal >= 0.8)" if busy else ""
-        print(f"ratio (default / best, n_threads={best}): {medians['default'] / medians[best]:.3f}{goal}")
+        print(f"ratio (default / best, {option}={best}): {medians['default'] / medians[best]:.3f}{goal}")
 
 
 if __name__ == "__main__":
