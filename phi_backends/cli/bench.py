@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -117,9 +116,21 @@ def command(args: argparse.Namespace) -> int:
     backends: list[str | None] = [b for item in args.backends or [] for b in _names(item, "-b")] or [None]
 
     progress = _progress if sys.stderr.isatty() else None
-    rows = list(
-        bench.bench(models, backends, prompt_lengths, output_lengths, repetitions, options=options, progress=progress)
-    )
+    rows: list[BenchRow] = []
+    try:
+        for row in bench.bench(
+            models, backends, prompt_lengths, output_lengths, repetitions, options=options, progress=progress
+        ):
+            rows.append(row)
+    finally:  # a later model's error (or Ctrl-C) does not throw away the rows already measured
+        if rows:
+            _print(rows, args)
+    if plot is not None:
+        _draw(rows, plot)
+    return 0
+
+
+def _print(rows: Sequence[BenchRow], args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps([row.as_dict() for row in rows], indent=2))
     elif args.csv:
@@ -128,9 +139,6 @@ def command(args: argparse.Namespace) -> int:
         writer.writerows(_csv_row(row) for row in rows)
     else:
         print("\n".join(_table(rows)))
-    if plot is not None:
-        _draw(rows, plot)
-    return 0
 
 
 # -- flags ----------------------------------------------------------------------------------------
@@ -177,8 +185,10 @@ def _plot_path(text: str) -> Path:
     path = Path(text)
     if path.suffix.lower() not in PLOT_FORMATS:
         raise UsageError(f"--plot writes .png or .svg files, got {text!r}; name the file FILE.png or FILE.svg")
-    if importlib.util.find_spec("matplotlib") is None:
-        raise UsageError(f"--plot needs matplotlib, which is not installed: {PLOT_INSTALL}")
+    try:  # before measuring, so that a missing library does not cost the run
+        import matplotlib.figure  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--plot needs matplotlib, which is not installed: {PLOT_INSTALL}") from None
     return path
 
 
