@@ -118,6 +118,17 @@ def test_csv_is_a_header_and_a_row_per_pair(site: Path, model: Path) -> None:
         assert float(row["pp_tps_sd"]) >= 0 and float(row["peak_rss_mib"]) > 0
 
 
+def test_an_option_for_one_backend_reaches_it(site: Path, model: Path) -> None:
+    # The scripted engine sleeps `delay` seconds in every step: 20 ms caps decoding at 50 tokens/s.
+    [slow] = rows(
+        bench(
+            site, str(model), "-b", "scripted", "-O", "scripted.delay=0.02", "-p", "8", "-n", "6", "-r", "1", "--json"
+        )
+    )
+    [fast] = rows(bench(site, str(model), "-b", "scripted", "-p", "8", "-n", "6", "-r", "1", "--json"))
+    assert slow["decode_tokens_per_second"]["mean"] < 50 < fast["decode_tokens_per_second"]["mean"]
+
+
 def test_the_model_defaults_to_the_configs_as_in_run(site: Path, model: Path, config_project: Path) -> None:
     (config_project / "phi-backends.toml").write_text(f"model = {json.dumps(str(model))}\n")
     found = rows(bench(site, "-p", "10", "-n", "3", "-r", "1", "--json"))
@@ -157,6 +168,16 @@ def test_the_model_defaults_to_the_configs_as_in_run(site: Path, model: Path, co
             ["-O", "bogus=1", "-b", "scripted"],
             ["no option 'bogus'"],
             "bench -O naming an option the backend does not have",
+        ),
+        (
+            ["-b", "scripted", "-O", "llama-cpp.n_threads=2"],
+            ["'llama-cpp' is not a backend given with -b (given: scripted)"],
+            "bench -O BACKEND.KEY=VALUE for a backend not given with -b",
+        ),
+        (
+            ["-b", "scripted", "-O", "scripted.bogus=1"],
+            ["no option 'bogus'"],
+            "bench -O BACKEND.KEY=VALUE naming an option that backend does not have",
         ),
     ],
 )

@@ -90,7 +90,8 @@ def add_parser(commands: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="engine option, as `run` takes it, e.g. n_threads=4 or n_ctx=4096; repeatable",
+        help="engine option as `run` takes it, e.g. n_ctx=4096, for every backend; BACKEND.KEY=VALUE for one "
+        "backend given with -b, e.g. llama-cpp.n_threads=2 or onnx.threads=2; repeatable",
     )
     formats = parser.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="print the rows as JSON, with every repetition's figures")
@@ -111,9 +112,9 @@ def command(args: argparse.Namespace) -> int:
     repetitions = _count(args.repetitions, "-r")
     bench.check_lengths(prompt_lengths, output_lengths, repetitions)
     plot = _plot_path(args.plot) if args.plot is not None else None
-    options = _options(args.option)
     models: list[str | None] = list(args.models) or [None]
     backends: list[str | None] = [b for item in args.backends or [] for b in _names(item, "-b")] or [None]
+    options = _options(args.option, backends)
 
     progress = _progress if sys.stderr.isatty() else None
     rows: list[BenchRow] = []
@@ -170,8 +171,29 @@ def _count(text: str, flag: str) -> int:
         raise UsageError(f"{flag} takes whole numbers such as {example}, got {text!r}") from None
 
 
-def _options(items: Sequence[str]) -> dict[str, tuple[str, Any]]:
-    """``-O`` read exactly as ``run`` reads it (JSON values, else text; dashes in keys as underscores)."""
+def _options(items: Sequence[str], backends: Sequence[str | None]) -> dict[str | None, dict[str, tuple[str, Any]]]:
+    """``-O KEY=VALUE`` for every backend, read exactly as ``run`` reads it (JSON values, else
+    text; dashes in keys as underscores), and ``-O BACKEND.KEY=VALUE`` for one backend given
+    with ``-b``, as ``parity`` takes it: several backends in one run need their own options
+    (llama.cpp's ``n_threads`` is ONNX Runtime's ``threads``). Keyed by backend, None for every one."""
+    grouped: dict[str | None, list[str]] = {}
+    for item in items:
+        key = item.partition("=")[0]
+        target, dot, _ = key.partition(".")
+        if not dot:
+            grouped.setdefault(None, []).append(item)
+            continue
+        if target.strip() not in backends:
+            given = ", ".join(b for b in backends if b) or "none"
+            raise UsageError(
+                f"-O {item}: {target.strip()!r} is not a backend given with -b (given: {given}); "
+                "name it with -b, or drop the prefix to set the option for every backend"
+            )
+        grouped.setdefault(target.strip(), []).append(item[len(target) + 1 :])
+    return {backend: _parsed(given) for backend, given in grouped.items()}
+
+
+def _parsed(items: Sequence[str]) -> dict[str, tuple[str, Any]]:
     from . import config as cli_config
 
     fields = {name: None for name in cli_config.SAMPLING_FIELDS}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -112,13 +112,14 @@ def bench(
     output_lengths: Sequence[int],
     repetitions: int,
     *,
-    options: Flags | None = None,
+    options: Mapping[str | None, Flags] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Iterable[BenchRow]:
     """Measure every model × backend × p × n; yield each row as it is done.
 
     ``None`` as a model or backend means the configuration's (as ``run`` without ``--model`` or
-    ``--backend``). ``options``: engine options as the configuration's flag layer (``-O``).
+    ``--backend``). ``options``: engine options as the configuration's flag layer (``-O``), by
+    backend name; those under None go to every backend (under the named backend's, key by key).
     The lengths are checked before anything loads, and against each model's context once it has.
     """
     check_lengths(prompt_lengths, output_lengths, repetitions)
@@ -129,7 +130,8 @@ def bench(
         for backend in backends:
             flags = {"model": ("MODEL", model), "backend": ("--backend", backend)}
             say(f"loading {model or 'the configured model'} on {backend or 'the chosen backend'}")
-            with load_with_flags(flags, dict(options or {}), template=None, progress=progress is not None) as gen:
+            given = {**(options or {}).get(None, {}), **((options or {}).get(backend, {}) if backend else {})}
+            with load_with_flags(flags, given, template=None, progress=progress is not None) as gen:
                 gen.reuse_prefix = False  # prompt processing is measured only if every prompt is computed
                 prompts = {p: exact_prompt(gen, p) for p in _fitting(gen, prompt_lengths, output_lengths)}
                 for p in prompt_lengths:
