@@ -120,13 +120,14 @@ def test_csv_is_a_header_and_a_row_per_pair(site: Path, model: Path) -> None:
 
 def test_an_option_for_one_backend_reaches_it(site: Path, model: Path) -> None:
     # The scripted engine sleeps `delay` seconds in every step: 20 ms caps decoding at 50 tokens/s.
-    [slow] = rows(
-        bench(
-            site, str(model), "-b", "scripted", "-O", "scripted.delay=0.02", "-p", "8", "-n", "6", "-r", "1", "--json"
-        )
-    )
-    [fast] = rows(bench(site, str(model), "-b", "scripted", "-p", "8", "-n", "6", "-r", "1", "--json"))
-    assert slow["decode_tokens_per_second"]["mean"] < 50 < fast["decode_tokens_per_second"]["mean"]
+    lengths = ("-p", "8", "-n", "6", "-r", "1", "--json")
+    [named] = rows(bench(site, str(model), "-b", "scripted", "-O", "scripted.delay=0.02", *lengths))
+    # no -b: the backend run would choose gets its own options, and another backend's are not its
+    [chosen] = rows(bench(site, str(model), "-O", "scripted.delay=0.02", "-O", "llama-cpp.n_threads=1", *lengths))
+    [fast] = rows(bench(site, str(model), "-O", "llama-cpp.delay=0.02", *lengths))
+    assert named["backend"] == chosen["backend"] == fast["backend"] == "scripted"
+    tg = [r["decode_tokens_per_second"]["mean"] for r in (named, chosen, fast)]
+    assert tg[0] < 50 and tg[1] < 50 < tg[2], tg
 
 
 def test_the_model_defaults_to_the_configs_as_in_run(site: Path, model: Path, config_project: Path) -> None:
@@ -173,6 +174,11 @@ def test_the_model_defaults_to_the_configs_as_in_run(site: Path, model: Path, co
             ["-b", "scripted", "-O", "llama-cpp.n_threads=2"],
             ["'llama-cpp' is not a backend given with -b (given: scripted)"],
             "bench -O BACKEND.KEY=VALUE for a backend not given with -b",
+        ),
+        (
+            ["-O", "lama-cpp.n_threads=2"],
+            ["'lama-cpp' is not a backend; use one of", "llama-cpp", "scripted"],
+            "bench -O BACKEND.KEY=VALUE naming no backend",
         ),
         (
             ["-b", "scripted", "-O", "scripted.bogus=1"],

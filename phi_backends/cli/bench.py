@@ -91,7 +91,7 @@ def add_parser(commands: Any) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="engine option as `run` takes it, e.g. n_ctx=4096, for every backend; BACKEND.KEY=VALUE for one "
-        "backend given with -b, e.g. llama-cpp.n_threads=2 or onnx.threads=2; repeatable",
+        "backend, e.g. llama-cpp.n_threads=2 or onnx.threads=2; repeatable",
     )
     formats = parser.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="print the rows as JSON, with every repetition's figures")
@@ -173,9 +173,9 @@ def _count(text: str, flag: str) -> int:
 
 def _options(items: Sequence[str], backends: Sequence[str | None]) -> dict[str | None, dict[str, tuple[str, Any]]]:
     """``-O KEY=VALUE`` for every backend, read exactly as ``run`` reads it (JSON values, else
-    text; dashes in keys as underscores), and ``-O BACKEND.KEY=VALUE`` for one backend given
-    with ``-b``, as ``parity`` takes it: several backends in one run need their own options
-    (llama.cpp's ``n_threads`` is ONNX Runtime's ``threads``). Keyed by backend, None for every one."""
+    text; dashes in keys as underscores), and ``-O BACKEND.KEY=VALUE`` for one backend, as
+    ``parity`` takes it: several backends in one run need their own options (llama.cpp's
+    ``n_threads`` is ONNX Runtime's ``threads``). Keyed by backend, None for every one."""
     grouped: dict[str | None, list[str]] = {}
     for item in items:
         key = item.partition("=")[0]
@@ -183,14 +183,26 @@ def _options(items: Sequence[str], backends: Sequence[str | None]) -> dict[str |
         if not dot:
             grouped.setdefault(None, []).append(item)
             continue
-        if target.strip() not in backends:
-            given = ", ".join(b for b in backends if b) or "none"
+        if target.strip() not in _allowed(backends):
+            given = ", ".join(b for b in backends if b)
             raise UsageError(
                 f"-O {item}: {target.strip()!r} is not a backend given with -b (given: {given}); "
                 "name it with -b, or drop the prefix to set the option for every backend"
+                if given
+                else f"-O {item}: {target.strip()!r} is not a backend; use one of {', '.join(sorted(_allowed(backends)))}"
             )
         grouped.setdefault(target.strip(), []).append(item[len(target) + 1 :])
     return {backend: _parsed(given) for backend, given in grouped.items()}
+
+
+def _allowed(backends: Sequence[str | None]) -> set[str]:
+    """The backends a ``BACKEND.`` prefix may name: those given with -b, else any (the choice is per model)."""
+    given = {b for b in backends if b}
+    if given:
+        return given
+    from .. import plugins
+
+    return set(plugins.KNOWN_BACKENDS) | set(plugins.backends())
 
 
 def _parsed(items: Sequence[str]) -> dict[str, tuple[str, Any]]:

@@ -119,7 +119,7 @@ def bench(
 
     ``None`` as a model or backend means the configuration's (as ``run`` without ``--model`` or
     ``--backend``). ``options``: engine options as the configuration's flag layer (``-O``), by
-    backend name; those under None go to every backend (under the named backend's, key by key).
+    backend name; those under None go to every backend (under the running backend's, key by key).
     The lengths are checked before anything loads, and against each model's context once it has.
     """
     check_lengths(prompt_lengths, output_lengths, repetitions)
@@ -130,7 +130,7 @@ def bench(
         for backend in backends:
             flags = {"model": ("MODEL", model), "backend": ("--backend", backend)}
             say(f"loading {model or 'the configured model'} on {backend or 'the chosen backend'}")
-            given = {**(options or {}).get(None, {}), **((options or {}).get(backend, {}) if backend else {})}
+            given = _options_for(flags, backend, options or {})
             with load_with_flags(flags, given, template=None, progress=progress is not None) as gen:
                 gen.reuse_prefix = False  # prompt processing is measured only if every prompt is computed
                 prompts = {p: exact_prompt(gen, p) for p in _fitting(gen, prompt_lengths, output_lengths)}
@@ -138,6 +138,19 @@ def bench(
                     for n in output_lengths:
                         say(f"{gen.model} on {gen.backend}: p={p} n={n}, {repetitions} repetitions after a warm-up")
                         yield _measure(gen, prompts[p], p, n, repetitions)
+
+
+def _options_for(flags: Flags, backend: str | None, options: Mapping[str | None, Flags]) -> Flags:
+    """The options for the backend that will run: every backend's, under its own (key by key). With
+    no backend named, the one ``run`` would choose, found as ``run`` finds it."""
+    general = dict(options.get(None, {}))
+    if not any(name is not None for name in options):
+        return general
+    if backend is None:
+        from ..api import configure
+
+        backend = configure(flags, general)[2].backend.name
+    return {**general, **options.get(backend, {})}
 
 
 def check_lengths(prompt_lengths: Sequence[int], output_lengths: Sequence[int], repetitions: int) -> None:
