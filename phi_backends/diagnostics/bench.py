@@ -192,7 +192,7 @@ def exact_prompt(gen: Generator, length: int) -> str:
         )
     words = TEXT.split(" ")
     while count(" ".join(words)) <= length:
-        words += TEXT.split(" ")
+        words += words  # doubling: a few tokenizations of the whole text even for a long prompt
     low, high = 0, len(words)  # count(words[:low]) <= length < count(words[:high])
     while high - low > 1:
         middle = (low + high) // 2
