@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import os
+import re
 import shlex
 import sys
 import threading
@@ -48,15 +49,24 @@ BLOCK_ENV = "PHI_BACKENDS_BLOCK_PLUGINS"
 DISTRIBUTION = "phi-backends"
 
 
+#: A requirement on one of this project's plugin distributions, under an extra: its extra names a backend.
+_PLUGIN_REQUIREMENT = re.compile(r"""^\s*phi[-_.]backends[-_.][\w.-]+[^;]*;.*\bextra\s*==\s*["']([^"']+)["']""")
+
+
 def _published() -> dict[str, str]:
     """Backends this project publishes, each with the pip extra that installs it, in the order
     ties in fit go to them: the extras of this package's own metadata (pyproject.toml), so a
-    backend published later is named by its extra, with no edit here."""
+    backend published later is named by its extra, with no edit here. Only the extras that
+    install a plugin distribution (``phi-backends-<name>``) are backends: ``plot`` (matplotlib,
+    for ``bench --plot``) is not."""
     try:
-        extras = importlib.metadata.metadata(DISTRIBUTION).get_all("Provides-Extra") or []
+        metadata = importlib.metadata.metadata(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        extras = []
-    return {name: f"{DISTRIBUTION}[{name}]" for name in extras}
+        return {}
+    requirements = metadata.get_all("Requires-Dist") or []
+    plugins = {m.group(1) for m in map(_PLUGIN_REQUIREMENT.match, requirements) if m}
+    extras = metadata.get_all("Provides-Extra") or []
+    return {name: f"{DISTRIBUTION}[{name}]" for name in extras if name in plugins}
 
 
 #: Backends this project publishes, with the pip extra that installs each (said when one is missing).

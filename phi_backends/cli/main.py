@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from ..errors import PhiBackendsError, UsageError
 from ..models.catalogue import DEFAULT_MODEL
 from . import args as cli_args
+from . import bench as cli_bench
 from . import config as cli_config
 from . import models as cli_models
 from . import output
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_config.add_parser(commands)
     cli_models.add_parsers(commands)  # pull, models, rm
+    cli_bench.add_parser(commands)
     cli_parity.add_parity_parser(commands)
     return parser
 
@@ -123,6 +125,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _backends(args)
     if args.command in cli_models.COMMANDS:
         return cli_models.command(args)
+    if args.command == cli_bench.COMMAND:
+        return cli_bench.command(args)
     if args.command == "config":
         return cli_config.command(args)
     if args.command == "parity":
