@@ -67,7 +67,7 @@ def main() -> None:
     gen = pb.load(str(path), backend="llama-cpp", n_ctx=args.n_ctx, n_threads=args.threads, flash_attn=args.flash_attn)
     threads = gen.info.metadata["threads"]
     engine = llama_cpp.Llama(
-        model_path=str(path), n_ctx=args.n_ctx, n_threads=threads, n_threads_batch=threads,
+        model_path=str(path), n_ctx=args.n_ctx, n_threads=threads, n_threads_batch=gen.info.metadata["prompt_threads"],
         flash_attn=args.flash_attn, verbose=False,
     )  # fmt: skip
     gen.reuse_prefix = False  # every call evaluates its prompt, as llama-cpp-python does after reset()

@@ -105,7 +105,7 @@ class LlamaCppEngine:
             cparams.n_seq_max = n_seq
             cparams.kv_unified = False
             cparams.n_threads = options.threads
-            cparams.n_threads_batch = options.n_threads_batch or options.threads
+            cparams.n_threads_batch = options.prompt_threads
             cparams.offload_kqv = options.offload_kqv
             cparams.no_perf = True
             if options.flash_attn is not None:
@@ -128,6 +128,8 @@ class LlamaCppEngine:
                     f"{source.path.name} (out of memory?); try a smaller n_ctx or n_seq_max, or fewer n_gpu_layers"
                 )
             self._n_batch = llama_cpp.llama_n_batch(self._ctx)  # llama.cpp clamps it to n_ctx
+            self._threads, self._prompt_threads = options.threads, options.prompt_threads
+            self._batch_threads = options.prompt_threads  # what the context was made with (_use_threads)
             n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
             self._pieces: list[bytes | None] = [None] * n_vocab
             self._piece_buf = ctypes.create_string_buffer(256)
@@ -166,6 +168,7 @@ class LlamaCppEngine:
                 metadata={
                     "n_ctx_train": n_ctx_train,
                     "threads": options.threads,
+                    "prompt_threads": options.prompt_threads,
                     "n_seq_max": n_seq,
                     "file": str(source.path),
                 },
@@ -266,11 +269,22 @@ class LlamaCppEngine:
         # (Our guess at why: llama.cpp splits a batch over separate KV streams by sequence.)
         generating = sorted((i for i, seq in enumerate(seqs) if seq._sampled), key=lambda i: seqs[i]._slot.seq_id)
         if generating:
+            self._use_threads(prompt=False)
             self._feed(generating, seqs, out)
         for i, seq in enumerate(seqs):
             if not seq._sampled:
+                self._use_threads(prompt=True)
                 self._feed([i], seqs, out)
         return out
+
+    def _use_threads(self, *, prompt: bool) -> None:
+        """llama.cpp takes ``n_threads_batch`` for every batch of more than one token, so a step
+        that decodes several calls' next tokens would run on the prompt's threads: those steps
+        are decoding, and get ``n_threads`` (options.prompt_threads says why they differ)."""
+        batch = self._prompt_threads if prompt else self._threads
+        if batch != self._batch_threads:
+            llama_cpp.llama_set_n_threads(self._ctx, self._threads, batch)
+            self._batch_threads = batch
 
     def _feed(self, indices: list[int], seqs: list[LlamaCppSequence], out: list[int]) -> None:
         """Decode the pending ids of ``seqs[i]`` for each i, in chunks of ``n_batch``, sampling each
@@ -319,6 +333,7 @@ class LlamaCppEngine:
         out = np.empty((n, vocab), dtype=np.float32)
         llama_cpp.llama_memory_clear(self._memory, True)
         self._slots.forget_all()
+        self._use_threads(prompt=True)
         batch = self._batch
         try:
             for start in range(0, n, self._n_batch):
