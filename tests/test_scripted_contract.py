@@ -18,6 +18,13 @@ from phi_backends import plugins
 from phi_backends.testing import BackendContract, ContractModels, ScriptedPlugin, write_script_model
 
 
+#: The same registration in a child process the contract starts (its own scripts).
+CHILD_SETUP = (
+    "from phi_backends import plugins; from phi_backends.testing import ScriptedPlugin; "
+    "plugins.plugin_manager().register(ScriptedPlugin(), name='test-scripted')"
+)
+
+
 @pytest.fixture(scope="class")
 def scripted_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The scripted backend registered on a fresh plugin manager without the real ones, and no
@@ -45,4 +52,5 @@ class TestScriptedContract(BackendContract):
             backend="scripted",
             tiny_phi3=write_script_model(folder / "tiny-phi3.json", "tiny_phi3"),
             smollm2=write_script_model(folder / "smollm2.json", "smollm2"),
+            child_setup=CHILD_SETUP,
         )

@@ -117,6 +117,10 @@ class ContractModels:
     tiny_phi3: Path
     smollm2: Path
     options: dict[str, Any] = field(default_factory=dict)
+    #: Python a child process the contract starts runs first: where the backend is registered
+    #: in the test process rather than installed (the testing kit's scripted backend), it
+    #: registers it there too
+    child_setup: str = ""
 
 
 class BackendContract:
@@ -326,6 +330,7 @@ class BackendContract:
         with a call still streaming on a daemon thread: no native abort in the interpreter's teardown."""
         script = f"""
 import sys, threading
+{contract_models.child_setup}
 from phi_backends import SamplingConfig, load
 gen = load(sys.argv[1], backend={contract_models.backend!r}, **{contract_models.options!r})
 print(gen.generate("Write a haiku", SamplingConfig(max_tokens=4, seed=1)).text is not None, flush=True)
@@ -337,11 +342,14 @@ if {left_running != "nothing"}:
     threading.Thread(target=read, daemon=True).start()
     started.wait(120)
 """
+        # the child sees what this process imports from, a plugin put on sys.path by a test included
+        path = os.pathsep.join(entry for entry in sys.path if entry)
         run = subprocess.run(
             [sys.executable, "-c", script, str(contract_models.tiny_phi3)],
             capture_output=True,
             text=True,
             timeout=THREAD_TIMEOUT_S,
+            env={**os.environ, "PYTHONPATH": path},
         )
         assert (run.returncode, run.stdout) == (0, "True\n"), run.stderr[-2000:]
         assert "terminate" not in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
