@@ -224,9 +224,10 @@ def onnx_overhead(args: argparse.Namespace) -> None:
         return (c for c in gen.stream(PROMPT, cfg) if c.finish_reason is None)
 
     def measure_theirs() -> tuple[float, float, int]:
-        # on the thread phi_backends calls onnxruntime-genai from: in separate processes, running
-        # the two loops on different threads alone gave phi_backends 0.976 in one and 0.996 in the next
-        return on_worker(gen, lambda: measure(theirs))
+        # on this thread, as phi_backends steps it: a reader's call runs on the reader's thread
+        # with onnxruntime-genai (Capacity.any_thread); with the two loops on different threads,
+        # separate processes had given phi_backends 0.976 in one and 0.996 in the next
+        return measure(theirs)
 
     sides: dict[str, list[tuple[float, float, int]]] = {"onnxruntime-genai": [], "phi_backends": []}
     measure_theirs(), measure(ours)  # warm up both

@@ -94,6 +94,10 @@ class Capacity:
     other batch shapes, so the cache of an earlier call is not bit-identical there: False).
     ``exact_batching`` says whether a sequence's logits in a batch are, bit for bit, its logits
     alone (llama.cpp on float weights: False, its batched matrix products round differently).
+    ``any_thread`` says whether the engine may be called from any thread, one call at a time
+    (onnxruntime-genai: True; llama.cpp's OpenMP team and MLX's streams belong to a thread:
+    False). A one-sequence engine that allows it has a lone reader's call stepped on the
+    reader's own thread, as the engine's own loop would be, with no hand-off per token.
     """
 
     max_sequences: int = 1
@@ -101,6 +105,7 @@ class Capacity:
     reuses_prefix: bool = False
     exact_reuse: bool = True
     exact_batching: bool = True
+    any_thread: bool = False
 
 
 @dataclass(frozen=True)

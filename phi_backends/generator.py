@@ -127,7 +127,7 @@ class Generator:
         ``config`` left out uses :attr:`sampling`. The prompt is checked (template, not empty,
         context length, logit_bias ids) before this returns, and the call starts at once.
         """
-        return Stream(self._prepare(prompt, config, template), self._on_close)
+        return Stream(self._prepare(prompt, config, template), self._on_close, self._scheduler.drive)
 
     def generate(
         self, prompt: Prompt, config: SamplingConfig | None = None, *, template: TemplateArg = AUTO

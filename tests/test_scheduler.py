@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import gc
 import threading
@@ -212,3 +213,97 @@ def test_a_generator_dropped_without_close_frees_its_engine_and_worker(tiny: Pat
     assert not worker.is_alive()
     with pytest.raises(GenerationError, match="closed"):
         engine.tokenize("hi", add_bos=False)
+
+
+# -- an engine a reader steps (Capacity.any_thread, one sequence: onnxruntime-genai) ------------
+
+READER_STEPS = {"max_sequences": 1, "any_thread": True}
+STORY = LONG.replace(max_tokens=40)
+
+
+def alone(tiny: Path, config: pb.SamplingConfig) -> tuple[int, ...]:
+    """The ids ``config`` gives on a Generator whose worker runs every step."""
+    with load(tiny, max_sequences=1) as gen:
+        return gen.generate("Tell me a long story", config, template=None).token_ids
+
+
+def test_a_lone_reader_steps_its_own_call(tiny: Path) -> None:
+    """No hand-off per token: after the first steps (the worker's, before the first read), the
+    reader's thread runs them, and the text is the text the worker gives."""
+    with load(tiny, delay=0.005, **READER_STEPS) as gen:
+        stream = gen.stream("Tell me a long story", STORY, template=None)
+        list(stream)
+        threads = engine_of(gen).step_threads
+        assert stream.completion is not None and stream.completion.token_ids == alone(tiny, STORY)
+    mine = threads.count(threading.get_ident())
+    assert threads[-1] == threading.get_ident() and mine >= len(threads) - 5, threads
+
+
+def test_without_any_thread_the_worker_steps_every_call(tiny: Path) -> None:
+    with load(tiny, max_sequences=1, delay=0.005) as gen:
+        list(gen.stream("Tell me a long story", STORY, template=None))
+        assert threading.get_ident() not in engine_of(gen).step_threads
+
+
+def test_a_paused_reader_holds_up_no_other_thread(tiny: Path) -> None:
+    """A call read once and then left waits for its reader; a call from another thread does not:
+    the worker runs the paused call on to its end, and the reader then reads what it missed."""
+    with load(tiny, delay=0.002, **READER_STEPS) as gen:
+        paused = gen.stream("Tell me a long story", STORY, template=None)
+        next(paused), next(paused)
+        other = STORY.replace(seed=9)
+        [ids] = run_in_threads([lambda: gen.generate("Tell me a long story", other, template=None).token_ids])
+        list(paused)
+        assert paused.completion is not None and paused.completion.token_ids == alone(tiny, STORY)
+        assert ids == alone(tiny, other)
+
+
+def test_a_paused_call_and_a_new_one_on_the_same_thread(tiny: Path) -> None:
+    """The second call from the reader's own thread does not wait for the first one's reader (itself)."""
+
+    def both() -> tuple[tuple[int, ...], tuple[int, ...]]:
+        with load(tiny, delay=0.002, **READER_STEPS) as gen:
+            first = gen.stream("Tell me a long story", STORY, template=None)
+            next(first), next(first)
+            second = gen.generate("Tell me a long story", STORY.replace(seed=9), template=None).token_ids
+            list(first)
+            assert first.completion is not None
+            return first.completion.token_ids, second
+
+    [(first, second)] = run_in_threads([both])
+    assert (first, second) == (alone(tiny, STORY), alone(tiny, STORY.replace(seed=9)))
+
+
+def test_cancelling_a_paused_call_from_another_thread_ends_it(tiny: Path) -> None:
+    with load(tiny, delay=0.002, **READER_STEPS) as gen:
+        paused = gen.stream("Tell me a long story", LONG.replace(max_tokens=400), template=None)
+        next(paused), next(paused)
+        run_in_threads([paused.cancel])
+        chunks = list(paused)
+        assert chunks[-1].finish_reason == "cancelled"
+        assert paused.completion is not None and paused.completion.usage.completion_tokens < 400
+
+
+def test_closing_the_generator_under_a_paused_call_of_another_thread_lets_it_finish(tiny: Path) -> None:
+    gen = load(tiny, delay=0.002, **READER_STEPS)
+    paused = gen.stream("Tell me a long story", STORY, template=None)
+    next(paused), next(paused)
+    run_in_threads([gen.close])  # another thread closes: this thread's call runs to its end
+    list(paused)
+    assert paused.completion is not None and paused.completion.token_ids == alone(tiny, STORY)
+
+
+def test_an_interrupt_while_the_reader_steps_ends_its_call_and_nothing_else(tiny: Path) -> None:
+    """Ctrl-C lands in the engine's step on the reader's thread: the reader gets KeyboardInterrupt
+    (not an engine error), its call is over, and the Generator serves the next call exactly."""
+    with load(tiny, delay=0.005, **READER_STEPS) as gen:
+        stream = gen.stream("Tell me a long story", LONG.replace(max_tokens=400), template=None)
+        next(stream), next(stream)
+        timer = threading.Timer(0.05, _thread.interrupt_main)
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            for _ in stream:
+                pass
+        timer.join()
+        assert list(stream) == [] and stream.completion is None
+        assert gen.generate("Tell me a long story", STORY, template=None).token_ids == alone(tiny, STORY)

@@ -17,7 +17,6 @@ import pytest
 from phi_backends import plugins
 from phi_backends.testing import BackendContract, ContractModels, ScriptedPlugin, write_script_model
 
-
 #: The same registration in a child process the contract starts (its own scripts).
 CHILD_SETUP = (
     "from phi_backends import plugins; from phi_backends.testing import ScriptedPlugin; "
@@ -52,5 +51,22 @@ class TestScriptedContract(BackendContract):
             backend="scripted",
             tiny_phi3=write_script_model(folder / "tiny-phi3.json", "tiny_phi3"),
             smollm2=write_script_model(folder / "smollm2.json", "smollm2"),
+            child_setup=CHILD_SETUP,
+        )
+
+
+class TestScriptedReaderStepsContract(BackendContract):
+    """The whole contract again on one sequence that a reader steps on its own thread, as
+    onnxruntime-genai is (``Capacity.any_thread``): the scheduler's second way of running calls."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_models(cls, scripted_only: None, tmp_path_factory: pytest.TempPathFactory) -> ContractModels:
+        folder: Path = tmp_path_factory.mktemp("script-models")
+        return ContractModels(
+            backend="scripted",
+            tiny_phi3=write_script_model(folder / "tiny-phi3.json", "tiny_phi3"),
+            smollm2=write_script_model(folder / "smollm2.json", "smollm2"),
+            options={"max_sequences": 1, "any_thread": True},
             child_setup=CHILD_SETUP,
         )

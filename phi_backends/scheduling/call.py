@@ -116,6 +116,8 @@ class Call:
         self._admitted = self._first = self._last = 0.0
         self._drawn = 0
         self.done = False
+        #: its reader steps it (Scheduler.drive): the worker leaves it alone unless others wait
+        self.driven = False
         self.owner = threading.get_ident()  # the thread that made the call (Generator.close ends its own)
 
     # -- any thread -------------------------------------------------------------------------

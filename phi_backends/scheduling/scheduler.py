@@ -6,6 +6,14 @@ MLX streams are per thread, and llama.cpp's OpenMP build keeps a team of threads
 thread (decoding from a second thread ran at half speed here, docs/concurrency.md). Between two
 steps the worker lets finished, cancelled and closed calls leave and admits waiting ones, up to
 the engine's :class:`~phi_backends.backend.Capacity`, first come first served.
+
+An engine that runs one sequence and may be called from any thread (``Capacity.any_thread``,
+onnxruntime-genai) is stepped by the reader instead, while its call runs alone: a sync reader
+whose queue is empty runs the next step itself (:meth:`Scheduler.drive`), as the engine's own
+loop would, rather than handing every token from the worker to the reader (that hand-off cost
+onnxruntime-genai, whose step holds the GIL, 1-3% of its decode speed). The worker still runs
+calls nobody reads, and steps a reader's call whenever another call or task waits behind it,
+the Generator is closing, or the call was cancelled or closed: nothing waits on a reader.
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ class Scheduler:
         self._tasks: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._closing = False
         self._thread: threading.Thread | None = None
+        # whoever steps (the worker, or a reader in drive()) holds this: one step at a time
+        self._stepping = threading.Lock()
+        self._readers_step = capacity.any_thread and self._max_sequences == 1
 
     @property
     def max_sequences(self) -> int:
@@ -92,23 +103,62 @@ class Scheduler:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not (self._waiting or self._running or self._tasks or self._closing):
+                while not self._for_worker():
                     self._cond.wait()
-                self._leave_closed()
-                if self._tasks and not self._running:
-                    task = self._tasks.popleft()
-                else:
-                    task = None
-                    if self._closing and not self._waiting and not self._running:
-                        self._fail_tasks()
-                        return
-                    admitted = self._admit() if not self._tasks else []
-            if task is not None:
-                self._run_task(*task)
-                continue
-            for call in admitted:
-                self._open(call)
-            self._step()
+            with self._stepping:
+                if self._iterate(None):
+                    return
+
+    def _for_worker(self) -> bool:
+        """Whether the worker has something to do that no reader is doing."""
+        if self._waiting or self._tasks or self._closing:
+            return True
+        return any(not call.driven or call.closed or call.cancelled for call in self._running)
+
+    def _iterate(self, reader: Call | None) -> bool:
+        """One turn: closed calls leave, then a task runs or calls join and the running ones take a
+        step. ``reader``: the call whose reader runs this turn (it stops when that call is not
+        running any more, and leaves tasks to the worker). True when the worker is to stop."""
+        with self._cond:
+            self._leave_closed()
+            if reader is not None:
+                if reader not in self._running or self._tasks or self._closing:
+                    return False
+                admitted: list[Call] = []
+                task = None
+            elif self._tasks and not self._running:
+                task = self._tasks.popleft()
+            else:
+                task = None
+                if self._closing and not self._waiting and not self._running:
+                    self._fail_tasks()
+                    return True
+                admitted = self._admit() if not self._tasks else []
+        if task is not None:
+            self._run_task(*task)
+            return False
+        for call in admitted:
+            self._open(call)
+        self._step()
+        return False
+
+    # -- a reader's thread -----------------------------------------------------------------------
+
+    def drive(self, call: Call) -> bool:
+        """Run ``call``'s next step on the calling thread (its reader, with nothing to read yet).
+
+        False when the reader should wait for the worker instead: the engine is not one a reader
+        steps, or the call has not started, or a task or the Generator's close comes first.
+        """
+        if not self._readers_step:
+            return False
+        with self._cond:
+            if call not in self._running or call.sequence is None or self._tasks or self._closing:
+                return False
+            call.driven = True
+        with self._stepping:
+            self._iterate(call)
+        return True
 
     def _leave_closed(self) -> None:
         """Closed calls leave without a result; cancelled ones that have not started finish empty."""
@@ -153,22 +203,35 @@ class Scheduler:
         try:
             tokens = self._engine.step([call.sequence for call in running])  # type: ignore[misc]
         except BaseException as exc:
-            error = self._engine_error(exc)
             for call in running:
                 self._end(call)
-                call.fail(error)
+            self._fail(running, exc)
             return
         for call, token in zip(running, tokens, strict=True):
             try:
                 finished = call.advance(token) or call.closed
             except BaseException as exc:  # a bug in the text layer: fail this call, not the worker
                 self._end(call)
-                call.fail(self._engine_error(exc))
+                self._fail([call], exc)
                 continue
             if finished:
                 self._end(call)
                 if call.closed and not call.done:
                     call.drop()
+
+    def _fail(self, calls: list[Call], exc: BaseException) -> None:
+        """The engine or the text layer raised while stepping ``calls`` (already ended)."""
+        if not isinstance(exc, Exception) and threading.current_thread() is not self._thread:
+            # a reader stepping its own call was interrupted (KeyboardInterrupt): the call is over,
+            # with no result, as when a reader waiting for the worker is interrupted; the reader
+            # gets the interrupt, not an engine error
+            for call in calls:
+                call.close()
+                call.drop()
+            raise exc
+        error = self._engine_error(exc)
+        for call in calls:
+            call.fail(error)
 
     def _end(self, call: Call) -> None:
         with self._cond:

@@ -78,14 +78,18 @@ class Stream(_Reader, Iterator[Chunk]):
     """An iterator of :class:`Chunk` s for one call.
 
     The call runs as soon as the stream exists, on the Generator's worker, whether or not it is
-    read. ``close()`` (or dropping the stream) ends it at once and frees its slot; ``cancel()``
+    read (on an engine a reader may step, see :mod:`~phi_backends.scheduling.scheduler`, a call
+    running alone that has been read from goes on as it is read). ``close()`` (or dropping the stream) ends it at once and frees its slot; ``cancel()``
     (safe from any thread or a signal handler) ends it after the current token with
     ``finish_reason="cancelled"``. After the last chunk, :attr:`completion` holds the whole result.
     """
 
-    def __init__(self, start: Starter, on_close: Callable[[Call], None]) -> None:
+    def __init__(
+        self, start: Starter, on_close: Callable[[Call], None], drive: Callable[[Call], bool] | None = None
+    ) -> None:
         super().__init__(on_close)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._drive = drive
         self._call = start(self._queue.put)
 
     def __iter__(self) -> Stream:
@@ -95,7 +99,7 @@ class Stream(_Reader, Iterator[Chunk]):
         if self._finished or self._ended_by_generator():
             raise StopIteration
         try:
-            return self._take(self._queue.get())
+            return self._take(self._next_item())
         except StopIteration:
             raise
         except BaseException:
@@ -105,6 +109,17 @@ class Stream(_Reader, Iterator[Chunk]):
 
     def close(self) -> None:
         self._close()
+
+    def _next_item(self) -> Any:
+        """What the call delivers next: stepped here while the scheduler lets this reader step it."""
+        if self._drive is not None and self._call is not None:
+            while True:
+                try:
+                    return self._queue.get_nowait()
+                except queue.Empty:
+                    if not self._drive(self._call):
+                        break
+        return self._queue.get()
 
 
 class AsyncStream(_Reader, AsyncIterator[Chunk]):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -226,6 +227,7 @@ class ScriptedOptions:
     delay: float = 0.0  # seconds to sleep in each step, so that a test can hold a stream open
     max_sequences: int = 4  # sequences one step advances (the scheduler's batching, without an engine)
     kv_tokens: int = 0  # KV cells all sequences share, as llama.cpp's unified cache; 0 = each its own
+    any_thread: bool = False  # Capacity.any_thread: with max_sequences 1, a lone reader steps its call
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> ScriptedOptions:
@@ -260,7 +262,9 @@ class ScriptedBackend:
 
     def load(self, source: ModelSource, options: Mapping[str, Any]) -> ScriptedEngine:
         parsed = ScriptedOptions.parse(options)
-        capacity = Capacity(max_sequences=parsed.max_sequences, kv_tokens=parsed.kv_tokens or None)
+        capacity = Capacity(
+            max_sequences=parsed.max_sequences, kv_tokens=parsed.kv_tokens or None, any_thread=parsed.any_thread
+        )
         return ScriptedEngine(source.path, delay=parsed.delay, capacity=capacity)
 
 
@@ -307,6 +311,8 @@ class ScriptedEngine:
         self._capacity = capacity or Capacity(max_sequences=4)
         #: how many sequences each step advanced, oldest first: what a test sees of the batching
         self.batch_sizes: list[int] = []
+        #: the thread each step ran on, oldest first: who stepped (the worker, or a reader)
+        self.step_threads: list[int] = []
         try:
             if data.get(MAGIC) != VERSION:
                 raise ValueError(f'its "{MAGIC}" key is not {VERSION}')
@@ -371,6 +377,7 @@ class ScriptedEngine:
 
     def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
         self.batch_sizes.append(len(sequences))
+        self.step_threads.append(threading.get_ident())
         tokens = []
         for sequence in sequences:
             assert isinstance(sequence, ScriptedSequence)

@@ -102,7 +102,12 @@ class OnnxEngine:
         self._vocab = genai.vocab_size
         self._model_type = genai.model_type
         self._kept: KeptGenerator | None = None
-        self._capacity = Capacity(max_sequences=1, kv_tokens=None, reuses_prefix=self._device in REWINDING_DEVICES)
+        self._capacity = Capacity(
+            max_sequences=1,
+            kv_tokens=None,
+            reuses_prefix=self._device in REWINDING_DEVICES,
+            any_thread=True,  # an og.Generator is not tied to the thread that made it
+        )
         self._token_bytes = facts.token_bytes
         self._bos = folder_bos_token_id(facts, genai.bos_token_id)
         # onnxruntime-genai's encode() adds no BOS (0.8+); should a tokenizer ever add one, drop it.
