@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,17 +43,22 @@ def scripted_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     plugins.reset()
 
 
+def script_models(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> ContractModels:
+    folder: Path = tmp_path_factory.mktemp("script-models")
+    return ContractModels(
+        backend="scripted",
+        tiny_phi3=write_script_model(folder / "tiny-phi3.json", "tiny_phi3"),
+        smollm2=write_script_model(folder / "smollm2.json", "smollm2"),
+        options=options,
+        child_setup=CHILD_SETUP,
+    )
+
+
 class TestScriptedContract(BackendContract):
     @pytest.fixture(scope="class")
     @classmethod
     def contract_models(cls, scripted_only: None, tmp_path_factory: pytest.TempPathFactory) -> ContractModels:
-        folder: Path = tmp_path_factory.mktemp("script-models")
-        return ContractModels(
-            backend="scripted",
-            tiny_phi3=write_script_model(folder / "tiny-phi3.json", "tiny_phi3"),
-            smollm2=write_script_model(folder / "smollm2.json", "smollm2"),
-            child_setup=CHILD_SETUP,
-        )
+        return script_models(tmp_path_factory)
 
 
 class TestScriptedReaderStepsContract(BackendContract):
@@ -62,11 +68,4 @@ class TestScriptedReaderStepsContract(BackendContract):
     @pytest.fixture(scope="class")
     @classmethod
     def contract_models(cls, scripted_only: None, tmp_path_factory: pytest.TempPathFactory) -> ContractModels:
-        folder: Path = tmp_path_factory.mktemp("script-models")
-        return ContractModels(
-            backend="scripted",
-            tiny_phi3=write_script_model(folder / "tiny-phi3.json", "tiny_phi3"),
-            smollm2=write_script_model(folder / "smollm2.json", "smollm2"),
-            options={"max_sequences": 1, "any_thread": True},
-            child_setup=CHILD_SETUP,
-        )
+        return script_models(tmp_path_factory, max_sequences=1, any_thread=True)
