@@ -307,3 +307,25 @@ def test_an_interrupt_while_the_reader_steps_ends_its_call_and_nothing_else(tiny
         timer.join()
         assert list(stream) == [] and stream.completion is None
         assert gen.generate("Tell me a long story", STORY, template=None).token_ids == alone(tiny, STORY)
+
+
+class SlowRelease(Failing):
+    """Generates "xxx…"; closing its token stream (the sequence's release) takes a while."""
+
+    released = False
+
+    def tokens(self, request: SequenceRequest) -> Iterator[int]:
+        try:
+            while True:
+                yield ord("x")
+        finally:
+            time.sleep(0.05)
+            self.released = True
+
+
+def test_the_last_chunk_comes_after_the_engine_released_the_sequence() -> None:
+    """A caller that has read the end may reuse, close or unload at once: the slot is free by then."""
+    engine = SlowRelease()
+    with Generator(engine, backend="slow", model="m", template=get_template("chatml")) as gen:
+        chunks = list(gen.stream("go", GREEDY.replace(max_tokens=3), template=None))
+        assert chunks[-1].finish_reason == "length" and engine.released

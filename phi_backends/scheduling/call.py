@@ -118,6 +118,7 @@ class Call:
         self.done = False
         #: its reader steps it (Scheduler.drive): the worker leaves it alone unless others wait
         self.driven = False
+        self._held: Chunk | None = None
         self.owner = threading.get_ident()  # the thread that made the call (Generator.close ends its own)
 
     # -- any thread -------------------------------------------------------------------------
@@ -200,8 +201,18 @@ class Call:
             logprobs=tuple(self._logprobs) if self._logprobs is not None else None,
         )
         self.done = True
-        self._deliver(Chunk(tail, finish_reason=reason, usage=usage, timings=timings, logprobs=self._take_logprobs()))
+        last = Chunk(tail, finish_reason=reason, usage=usage, timings=timings, logprobs=self._take_logprobs())
+        if self.sequence is not None:  # sent by released(): the caller sees the end after the engine's slot is free
+            self._held = last
+        else:
+            self._deliver(last)
         return True
+
+    def released(self) -> None:
+        """The scheduler has released the engine's sequence: send the last chunk, if it waited for that."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._deliver(held)
 
     def fail(self, error: BaseException) -> None:
         self.done = True

@@ -238,6 +238,7 @@ class Scheduler:
             if call in self._running:
                 self._running.remove(call)
         self._release(call)
+        call.released()  # its last chunk now: a caller that has read the end may load, close or reuse at once
 
     def _release(self, call: Call) -> None:
         sequence, call.sequence = call.sequence, None
