@@ -39,12 +39,7 @@ def fetch_blob(repo_id: str, filename: str, *, revision: str | None, tqdm_class:
     """
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.file_download import repo_folder_name
-    from huggingface_hub.utils import (  # type: ignore[attr-defined]  # public, lazily exported
-        WeakFileLock,
-        build_hf_headers,
-        get_session,
-        hf_raise_for_status,
-    )
+    from huggingface_hub.utils import WeakFileLock  # type: ignore[attr-defined]  # public, lazily exported
 
     metadata = get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision))
     if metadata.etag is None or metadata.size is None:  # nothing to resume against
@@ -64,35 +59,31 @@ def fetch_blob(repo_id: str, filename: str, *, revision: str | None, tqdm_class:
         if start > metadata.size:
             start = 0  # not this file's bytes: begin again
         if start < metadata.size:
-            _download(metadata.location, partial, start, metadata.size, filename, tqdm_class,
-                      headers=build_hf_headers(), session=get_session(), check=hf_raise_for_status,
-                      timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT)  # fmt: skip
+            _download(metadata.location, partial, start, metadata.size, filename, tqdm_class)
         _verify(partial, metadata.etag, metadata.size, filename)
         os.replace(partial, blob)
 
 
-def _download(
-    url: str,
-    partial: Path,
-    start: int,
-    size: int,
-    filename: str,
-    tqdm_class: type[Any] | None,
-    *,
-    headers: dict[str, str],
-    session: Any,
-    check: Any,
-    timeout: float,
-) -> None:
+def _download(url: str, partial: Path, start: int, size: int, filename: str, tqdm_class: type[Any] | None) -> None:
+    """Append to ``partial`` from byte ``start`` (or write it anew where the server ignores the
+    Range), with huggingface_hub's session, headers (the token), timeout and progress bar."""
+    from huggingface_hub import constants, file_download
+    from huggingface_hub.utils import (  # type: ignore[attr-defined]  # public, lazily exported
+        build_hf_headers,
+        get_session,
+        hf_raise_for_status,
+    )
+
     # huggingface_hub's own bar, made as its http_get makes it (shown on a terminal, off with
     # HF_HUB_DISABLE_PROGRESS_BARS): a private helper of the 2.x line pyproject pins
-    from huggingface_hub import file_download
     from huggingface_hub.utils.tqdm import _get_progress_bar_context
 
+    headers = build_hf_headers()
     if start:
-        headers = {**headers, "Range": f"bytes={start}-"}
-    with session.stream("GET", url, headers=headers, follow_redirects=True, timeout=timeout) as response:
-        check(response)
+        headers["Range"] = f"bytes={start}-"
+    timeout = constants.HF_HUB_DOWNLOAD_TIMEOUT
+    with get_session().stream("GET", url, headers=headers, follow_redirects=True, timeout=timeout) as response:
+        hf_raise_for_status(response)
         if start and response.status_code != 206:
             start = 0  # the server sent the whole file
         progress = _get_progress_bar_context(
