@@ -38,6 +38,8 @@ class Detokenizer:
             self._strip = False
             if data.startswith(b" "):
                 data = data[1:]
+        if data.isascii() and not self._decoder.buffer:  # most tokens: no character to hold back
+            return data.decode("ascii")
         return self._decoder.decode(data)
 
     def flush(self) -> str:
@@ -108,17 +110,23 @@ class TextAssembler:
     ) -> None:
         self._detok = Detokenizer(token_bytes, strip_leading_space=strip_leading_space)
         self._stop = StopMatcher(stops)
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.stopped
+        self._stops = bool(stops)
+        #: a stop string was found: nothing after it is emitted (an attribute, read once per token)
+        self.stopped = False
 
     def add(self, token_id: int) -> str:
-        return self._stop.feed(self._detok.add(token_id))
+        text = self._detok.add(token_id)
+        if not self._stops:
+            return text
+        text = self._stop.feed(text)
+        self.stopped = self._stop.stopped
+        return text
 
     def finish(self) -> str:
         """Flush at the end of generation (nothing when a stop string ended it)."""
         if self._stop.stopped:
             return ""
         text = self._stop.feed(self._detok.flush())
-        return text if self._stop.stopped else text + self._stop.flush()
+        text = text if self._stop.stopped else text + self._stop.flush()
+        self.stopped = self._stop.stopped
+        return text

@@ -106,8 +106,10 @@ class Call:
         self._backend = backend
         self._model = model
         self._deliver = deliver
-        self._cancel = threading.Event()
-        self._closed = threading.Event()
+        #: set by :meth:`cancel` / :meth:`close` from any thread; plain flags (a store is atomic
+        #: and nobody waits on them), read on the per-token path without a call
+        self.cancelled = False
+        self.closed = False
         self._pieces: list[str] = []
         self._generated: list[int] = []
         self._logprobs: list[TokenLogprob] | None = [] if request.config.reports_logprobs else None
@@ -125,19 +127,11 @@ class Call:
 
     def cancel(self) -> None:
         """End after the current token with ``finish_reason="cancelled"``."""
-        self._cancel.set()
+        self.cancelled = True
 
     def close(self) -> None:
         """End now; the caller wants nothing more (no final chunk)."""
-        self._closed.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()
+        self.closed = True
 
     @property
     def reservation(self) -> int:
@@ -168,7 +162,7 @@ class Call:
         piece = self._text.add(token)
         if piece:
             self._pieces.append(piece)
-            self._deliver(Chunk(piece, logprobs=self._take_logprobs()))
+            self._deliver(Chunk(piece, logprobs=self._take_logprobs()) if self._logprobs is not None else Chunk(piece))
         if self._text.stopped:
             return self.finish("stop")
         if len(self._generated) >= self.request.budget:

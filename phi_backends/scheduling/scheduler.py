@@ -106,7 +106,7 @@ class Scheduler:
                 while not self._for_worker():
                     self._cond.wait()
             with self._stepping:
-                if self._iterate(None):
+                if self._iterate():
                     return
 
     def _for_worker(self) -> bool:
@@ -115,18 +115,12 @@ class Scheduler:
             return True
         return any(not call.driven or call.closed or call.cancelled for call in self._running)
 
-    def _iterate(self, reader: Call | None) -> bool:
-        """One turn: closed calls leave, then a task runs or calls join and the running ones take a
-        step. ``reader``: the call whose reader runs this turn (it stops when that call is not
-        running any more, and leaves tasks to the worker). True when the worker is to stop."""
+    def _iterate(self) -> bool:
+        """One turn of the worker: closed calls leave, then a task runs or calls join and the
+        running ones take a step. True when the worker is to stop."""
         with self._cond:
             self._leave_closed()
-            if reader is not None:
-                if reader not in self._running or self._tasks or self._closing:
-                    return False
-                admitted: list[Call] = []
-                task = None
-            elif self._tasks and not self._running:
+            if self._tasks and not self._running:
                 task = self._tasks.popleft()
             else:
                 task = None
@@ -139,7 +133,7 @@ class Scheduler:
             return False
         for call in admitted:
             self._open(call)
-        self._step()
+        self._step([call for call in self._running if call.sequence is not None])
         return False
 
     # -- a reader's thread -----------------------------------------------------------------------
@@ -148,16 +142,26 @@ class Scheduler:
         """Run ``call``'s next step on the calling thread (its reader, with nothing to read yet).
 
         False when the reader should wait for the worker instead: the engine is not one a reader
-        steps, or the call has not started, or a task or the Generator's close comes first.
+        steps, or the call has not started or was closed, or a task or the Generator's close
+        comes first. The checks are made holding the step lock, so nothing changes between them
+        and the step. This path runs once per token and does no more than the step needs: on
+        onnxruntime-genai every line run between two ``generate_next_token`` calls costs several
+        times what it costs warm (the step evicts the caches), and the engine's own loop runs none.
         """
         if not self._readers_step:
             return False
-        with self._cond:
-            if call not in self._running or call.sequence is None or self._tasks or self._closing:
-                return False
-            call.driven = True
+        # Marked before waiting for the lock, so that the worker stops stepping this call after
+        # its current step rather than racing the reader for the lock. Where the reader is then
+        # sent back to wait, the worker has that call's next step to do anyway (a task, the
+        # close, a closed call, or the call's first turn, which opens and steps it).
+        call.driven = True
         with self._stepping:
-            self._iterate(call)
+            # Without the condition lock: only the holder of the step lock changes the running
+            # calls and their sequences, and a task or a close that comes after these reads is
+            # seen before the next step, as it would be had they been made under the lock.
+            if self._tasks or self._closing or call.sequence is None or call.closed or call not in self._running:
+                return False
+            self._step([call])
         return True
 
     def _leave_closed(self) -> None:
@@ -196,8 +200,8 @@ class Scheduler:
                 self._running.remove(call)
             call.fail(self._engine_error(exc))
 
-    def _step(self) -> None:
-        running = [call for call in self._running if call.sequence is not None]
+    def _step(self, running: list[Call]) -> None:
+        """One engine step of ``running`` (calls whose sequence is open), each call then advanced."""
         if not running:
             return
         try:

@@ -96,7 +96,7 @@ class Stream(_Reader, Iterator[Chunk]):
         return self
 
     def __next__(self) -> Chunk:
-        if self._finished or self._ended_by_generator():
+        if self._finished or (self._call is not None and self._call.closed and self._ended_by_generator()):
             raise StopIteration
         try:
             return self._take(self._next_item())
@@ -112,14 +112,11 @@ class Stream(_Reader, Iterator[Chunk]):
 
     def _next_item(self) -> Any:
         """What the call delivers next: stepped here while the scheduler lets this reader step it."""
-        if self._drive is not None and self._call is not None:
-            while True:
-                try:
-                    return self._queue.get_nowait()
-                except queue.Empty:
-                    if not self._drive(self._call):
-                        break
-        return self._queue.get()
+        items, drive, call = self._queue, self._drive, self._call
+        if drive is not None and call is not None:
+            while items.empty() and drive(call):
+                pass
+        return items.get()
 
 
 class AsyncStream(_Reader, AsyncIterator[Chunk]):

@@ -173,8 +173,7 @@ class OnnxEngine:
         return OnnxSequence(request=request, native=native, sampler=sampler, owner=self)
 
     def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
-        self._check_open()
-        return [self._step(self._own(sequence)) for sequence in sequences]
+        return [self._step(self._own(sequence)) for sequence in sequences]  # _own checks the model is open
 
     def keep(self, sequence: OnnxSequence) -> None:
         """Called by ``sequence.release()``: keep its generator for a later prompt, if it is sound."""
@@ -204,6 +203,8 @@ class OnnxEngine:
             del generator
 
     def _own(self, sequence: EngineSequence) -> OnnxSequence:
+        if self._model is None:
+            self._check_open()
         if not isinstance(sequence, OnnxSequence) or sequence.owner is not self:
             raise GenerationError("this sequence was not opened by this onnxruntime-genai model")
         if sequence.released:
@@ -211,12 +212,21 @@ class OnnxEngine:
         return sequence
 
     def _step(self, sequence: OnnxSequence) -> int:
+        # Per token, between two generate_next_token calls, as little runs as the step needs:
+        # the step evicts the CPU caches, so every line here costs several times its warm cost,
+        # and single-stream decode is held to the engine's own loop (benchmarks/overhead.py).
         try:
-            if sequence.generator is None:
+            generator = sequence.generator
+            if generator is None:
                 self._start(sequence)
             else:
-                check_not_done(sequence.generator)
-            token = self._engine_greedy(sequence) if sequence.native else self._emulated(sequence)
+                check_not_done(generator)
+            if sequence.native:  # the engine's own argmax: the engine's loop exactly
+                generator = sequence.generator
+                generator.generate_next_token()
+                token = int(generator.get_next_tokens()[0])
+            else:
+                token = self._emulated(sequence)
         except BaseException:
             sequence.broken = True
             raise
@@ -257,12 +267,6 @@ class OnnxEngine:
         generator = self._new_generator(sequence.max_length)
         sequence.generator = generator
         generator.append_tokens(np.asarray(prompt, dtype=np.int32))
-
-    def _engine_greedy(self, sequence: OnnxSequence) -> int:
-        """The engine's own argmax: the engine's loop exactly, as fast as it gets."""
-        generator = sequence.generator
-        generator.generate_next_token()
-        return int(generator.get_next_tokens()[0])
 
     def _emulated(self, sequence: OnnxSequence) -> int:
         """Raw logits through the logits step and ReferenceSampler; the chosen token is forced on the engine.
