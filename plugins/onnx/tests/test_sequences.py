@@ -17,7 +17,7 @@ from onnx_drive import drive
 from phi_backends_onnx.sequence import reusable_prefix, rope_switch
 
 import phi_backends as pb
-from phi_backends.backend import ScoringEngine
+from phi_backends.backend import ScoringEngine, SequenceRequest
 from phi_backends.logits import LogitsStep
 from phi_backends.testing import SequenceRun
 from tests.fixtures.tiny_phi3 import END_ID, SCRIPT_IDS
@@ -88,13 +88,30 @@ def test_a_budget_the_kept_generator_cannot_hold_starts_afresh(smol: pb.Generato
     engine: Any = smol._engine
     prompt = smol.prompt_ids(TURNS[0])
     longer = [*prompt, *smol.prompt_ids(" More.", template=None)]
-    drive(engine, prompt, config, 1, 4, reuse=False)  # a new generator, of the smallest room
+    drive(engine, prompt, config, 1, 4, reuse=False)  # leaves no generator to reuse
+    drive(engine, prompt, config, 1, 4)  # a new generator, of the smallest room
     fits = drive(engine, longer, config, 2, STEPS)
     assert fits.reused_tokens > 0
     drive(engine, prompt, config, 1, 4)
     room = engine.info.context_length - len(longer)  # far past the kept generator's max_length
     too_big = drive(engine, longer, config, 2, STEPS, budget=room)
     assert (too_big.reused_tokens, too_big.tokens) == (0, fits.tokens)
+
+
+def test_a_call_with_reuse_off_gets_a_cache_of_its_own_size_and_leaves_none(smol: pb.Generator) -> None:
+    """Room for a next turn costs decode speed (docs/backends/onnx.md): a call that will not be
+    continued gets a cache of exactly its prompt and budget, and no later call reuses it."""
+    engine: Any = smol._engine
+    prompt = smol.prompt_ids(TURNS[0])
+    drive(engine, prompt, GREEDY, 1, 4)
+    assert engine._kept is not None and engine._kept.max_length >= 2 * (len(prompt) + 4)
+    request = SequenceRequest(tuple(prompt), GREEDY, 1, 4, None, False)
+    sequence = engine.open(request)
+    engine.step([sequence])
+    assert (sequence.max_length, sequence.reused_tokens) == (len(prompt) + 4, 0)
+    sequence.release()
+    assert engine._kept is None
+    assert drive(engine, prompt, GREEDY, 1, 4).reused_tokens == 0
 
 
 def test_scoring_between_turns_leaves_reuse_intact(smol: pb.Generator) -> None:
