@@ -50,7 +50,7 @@ class Timings:
     queued: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one object per token, not two
 class Chunk:
     """One piece of a stream. The last chunk has a ``finish_reason``, ``usage`` and ``timings``.
 
@@ -102,6 +102,7 @@ class Call:
         self.sequence: EngineSequence | None = None
         self.completion: Completion | None = None
         self._text = text
+        self._add_text = text.adder
         self._eog = eog
         self._backend = backend
         self._model = model
@@ -159,7 +160,7 @@ class Call:
             if entry is not None:
                 self._logprobs.append(entry)
                 self._unsent.append(entry)
-        piece = self._text.add(token)
+        piece = self._add_text(token)
         if piece:
             self._pieces.append(piece)
             self._deliver(Chunk(piece, logprobs=self._take_logprobs()) if self._logprobs is not None else Chunk(piece))

@@ -99,7 +99,16 @@ class Stream(_Reader, Iterator[Chunk]):
         if self._finished or (self._call is not None and self._call.closed and self._ended_by_generator()):
             raise StopIteration
         try:
-            return self._take(self._next_item())
+            # While the scheduler lets this reader step its call (drive() returns True), the next
+            # item is made here, on this thread; else the worker delivers it. Inline: once per token.
+            items, drive, call = self._queue, self._drive, self._call
+            if drive is not None and call is not None:
+                while items.empty() and drive(call):
+                    pass
+            item = items.get()
+            if type(item) is Chunk and item.finish_reason is None:  # every chunk but the last
+                return item
+            return self._take(item)
         except StopIteration:
             raise
         except BaseException:
@@ -109,14 +118,6 @@ class Stream(_Reader, Iterator[Chunk]):
 
     def close(self) -> None:
         self._close()
-
-    def _next_item(self) -> Any:
-        """What the call delivers next: stepped here while the scheduler lets this reader step it."""
-        items, drive, call = self._queue, self._drive, self._call
-        if drive is not None and call is not None:
-            while items.empty() and drive(call):
-                pass
-        return items.get()
 
 
 class AsyncStream(_Reader, AsyncIterator[Chunk]):

@@ -54,10 +54,10 @@ from .genai_folder import CONFIG_NAME, GenaiFolder, read_genai_folder
 from .options import EngineOptions
 from .providers import Installation, canonical_provider, check_usable
 from .sequence import (
+    NOT_DONE_MESSAGE,
     REWINDING_DEVICES,
     KeptGenerator,
     OnnxSequence,
-    check_not_done,
     replace_last_token,
     reusable_prefix,
     rope_switch,
@@ -173,6 +173,8 @@ class OnnxEngine:
         return OnnxSequence(request=request, native=native, sampler=sampler, owner=self)
 
     def step(self, sequences: Sequence[EngineSequence]) -> list[int]:
+        if len(sequences) == 1:  # always, one sequence at a time; no comprehension on the per-token path
+            return [self._step(self._own(sequences[0]))]
         return [self._step(self._own(sequence)) for sequence in sequences]  # _own checks the model is open
 
     def keep(self, sequence: OnnxSequence) -> None:
@@ -223,8 +225,8 @@ class OnnxEngine:
             generator = sequence.generator
             if generator is None:
                 self._start(sequence)
-            else:
-                check_not_done(generator)
+            elif generator.is_done():  # the core stops first (end of sequence, budget); never reached
+                raise GenerationError(NOT_DONE_MESSAGE)
             if sequence.native:  # the engine's own argmax: the engine's loop exactly
                 generator = sequence.generator
                 generator.generate_next_token()

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phi_backends.errors import GenerationError
-
 if TYPE_CHECKING:
     from phi_backends.backend import SequenceRequest
     from phi_backends.sampling import ReferenceSampler
@@ -108,6 +106,5 @@ def replace_last_token(generator: Any, token: int) -> None:
     generator.append_tokens(np.asarray([token], dtype=np.int32))
 
 
-def check_not_done(generator: Any) -> None:
-    if generator.is_done():  # the core stops first (end of sequence, budget); never reached
-        raise GenerationError("onnxruntime-genai ended the sequence before phi-backends stopped it")
+#: onnxruntime-genai ended a sequence (``is_done()``) before the core stopped it: never expected.
+NOT_DONE_MESSAGE = "onnxruntime-genai ended the sequence before phi-backends stopped it"
