@@ -239,6 +239,33 @@ def test_a_lone_reader_steps_its_own_call(tiny: Path) -> None:
     assert threads[-1] == threading.get_ident() and mine >= len(threads) - 5, threads
 
 
+def test_a_reader_sent_back_to_wait_is_served_when_the_first_step_delivers_nothing(tiny: Path) -> None:
+    """The reader reads before its call has started (another call holds the one slot), so it waits
+    for the worker; the call's first step delivers no chunk (its text may begin a stop string).
+    The worker must go on stepping the call: it once stopped there, and the reader waited forever
+    (CI's parity session, an emoji prompt on onnxruntime-genai, whose first token is half a character)."""
+    expected = text_alone(tiny, STORY)
+    with load(tiny, delay=0.002, **READER_STEPS) as gen:
+        first = gen.generate("Tell me a long story", STORY.replace(max_tokens=1), template=None).text
+        config = STORY.replace(stop=[first + "\x00 never in the text"])
+        ahead = gen.stream("Tell me a long story", STORY, template=None)  # not read: the worker runs it
+        texts: list[str] = []
+        reader = threading.Thread(
+            target=lambda: texts.append(gen.generate("Tell me a long story", config, template=None).text), daemon=True
+        )
+        reader.start()
+        reader.join(timeout=20)
+        stuck = reader.is_alive()
+        ahead.close()
+        assert not stuck, "the reader waited for a step nobody took"
+    assert texts == [expected]
+
+
+def text_alone(tiny: Path, config: pb.SamplingConfig) -> str:
+    with load(tiny, max_sequences=1) as gen:
+        return gen.generate("Tell me a long story", config, template=None).text
+
+
 def test_without_any_thread_the_worker_steps_every_call(tiny: Path) -> None:
     with load(tiny, max_sequences=1, delay=0.005) as gen:
         list(gen.stream("Tell me a long story", STORY, template=None))

@@ -154,15 +154,16 @@ class Scheduler:
         if not self._readers_step:
             return False
         # Marked before waiting for the lock, so that the worker stops stepping this call after
-        # its current step rather than racing the reader for the lock. Where the reader is then
-        # sent back to wait, the worker has that call's next step to do anyway (a task, the
-        # close, a closed call, or the call's first turn, which opens and steps it).
+        # its current step rather than racing the reader for the lock.
         call.driven = True
         with self._stepping:
             # Without the condition lock: only the holder of the step lock changes the running
             # calls and their sequences, and a task or a close that comes after these reads is
             # seen before the next step, as it would be had they been made under the lock.
             if self._tasks or self._closing or call.sequence is None or call.closed or call not in self._running:
+                # The reader waits for the worker: the worker steps the call again until the
+                # reader has an item (a first step may deliver none: text held back).
+                call.driven = False
                 return False
             self._step([call])
         return True
