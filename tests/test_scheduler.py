@@ -261,6 +261,25 @@ def test_a_reader_sent_back_to_wait_is_served_when_the_first_step_delivers_nothi
     assert texts == [expected]
 
 
+def test_a_reader_sent_back_to_wait_steps_its_call_again_from_its_first_chunk(tiny: Path) -> None:
+    """The worker serves a reader sent back to wait up to its first chunk and no further: while the
+    reader holds that chunk the call takes no step, and every later step is the reader's. It once
+    ran ahead to the call's end, which made overhead.py's lockstep rounds meaningless."""
+    with load(tiny, delay=0.002, **READER_STEPS) as gen:
+        ahead = gen.stream("Tell me a long story", STORY.replace(seed=9), template=None)  # not read
+        stream = gen.stream("Tell me a long story", STORY, template=None)
+        first = next(stream)  # the call waited behind ``ahead``: the worker opened it and stepped it
+        threads = engine_of(gen).step_threads
+        served = len(threads)
+        time.sleep(0.2)  # a hundred steps' time
+        assert len(threads) == served, "the worker stepped a call whose reader had its item"
+        rest = list(stream)
+        ahead.close()
+        assert stream.completion is not None and stream.completion.token_ids == alone(tiny, STORY)
+    assert first.text and len(rest) == STORY.max_tokens  # 39 more tokens, then the last chunk
+    assert set(threads[served:]) == {threading.get_ident()}, threads[served:]
+
+
 def text_alone(tiny: Path, config: pb.SamplingConfig) -> str:
     with load(tiny, max_sequences=1) as gen:
         return gen.generate("Tell me a long story", config, template=None).text

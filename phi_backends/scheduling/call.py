@@ -121,6 +121,8 @@ class Call:
         self.done = False
         #: its reader steps it (Scheduler.drive): the worker leaves it alone unless others wait
         self.driven = False
+        #: its reader was sent back to wait (Scheduler.drive): the worker steps it until it delivers
+        self.awaited = False
         self._held: Chunk | None = None
         self.owner = threading.get_ident()  # the thread that made the call (Generator.close ends its own)
 
@@ -163,6 +165,7 @@ class Call:
         piece = self._add_text(token)
         if piece:
             self._pieces.append(piece)
+            self.awaited = False  # the reader has an item: it steps the call again (Scheduler.drive)
             self._deliver(Chunk(piece, logprobs=self._take_logprobs()) if self._logprobs is not None else Chunk(piece))
         if self._text.stopped:
             return self.finish("stop")

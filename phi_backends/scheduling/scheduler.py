@@ -116,7 +116,7 @@ class Scheduler:
         """Whether the worker has something to do that no reader is doing."""
         if self._waiting or self._tasks or self._closing:
             return True
-        return any(not call.driven or call.closed or call.cancelled for call in self._running)
+        return any(not call.driven or call.awaited or call.closed or call.cancelled for call in self._running)
 
     def _iterate(self) -> bool:
         """One turn of the worker: closed calls leave, then a task runs or calls join and the
@@ -160,13 +160,20 @@ class Scheduler:
             # Without the condition lock: only the holder of the step lock changes the running
             # calls and their sequences, and a task or a close that comes after these reads is
             # seen before the next step, as it would be had they been made under the lock.
-            if self._tasks or self._closing or call.sequence is None or call.closed or call not in self._running:
-                # The reader waits for the worker: the worker steps the call again until the
-                # reader has an item (a first step may deliver none: text held back).
-                call.driven = False
-                return False
-            self._step([call])
-        return True
+            sent_back = (
+                self._tasks or self._closing or call.sequence is None or call.closed or call not in self._running
+            )
+            if not sent_back:
+                self._step([call])
+                return True
+            # The reader waits for the worker, which steps the call until it delivers an item
+            # (Call.advance clears the mark; a first step may deliver none: text held back) and
+            # no further: the reader steps it again from there. Unmarking the call as driven
+            # instead would let the worker run ahead of a reader that keeps up.
+            call.awaited = True
+        with self._cond:
+            self._cond.notify_all()
+        return False
 
     def _leave_closed(self) -> None:
         """Closed calls leave without a result; cancelled ones that have not started finish empty."""
