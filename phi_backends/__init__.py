@@ -19,9 +19,11 @@ from .backend import (
     ModelSource,
     Verdict,
 )
+from .constraints import Constraint
 from .errors import (
     BackendUnavailableError,
     ConfigError,
+    ConstraintError,
     ContextLengthError,
     DownloadError,
     GenerationError,
@@ -54,6 +56,8 @@ __all__ = [
     "Chunk",
     "Completion",
     "ConfigError",
+    "Constraint",
+    "ConstraintError",
     "ContextLengthError",
     "DownloadError",
     "Engine",

@@ -10,6 +10,7 @@ that says what is wrong and what to do, and knows the CLI exit code it maps to::
     │   ├── ModelNotFoundError        a local path that does not exist
     │   ├── UnknownBackendError       a backend name no plugin provides
     │   ├── OptionError               an engine option the backend does not know
+    │   ├── ConstraintError           a schema, regex, grammar or choice list that is wrong, or that the model cannot express
     │   └── ConfigError               a config file or PHI_BACKENDS_* variable that is wrong (names the file and key)
     └── RuntimeFailure                exit 1: the call was fine but something failed
         ├── BackendUnavailableError   the backend is not installed, or cannot run on this machine
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "ConfigError",
+    "ConstraintError",
     "ContextLengthError",
     "DownloadError",
     "GenerationError",
@@ -64,6 +66,10 @@ class UsageError(PhiBackendsError):
 
 class SamplingConfigError(UsageError):
     """An impossible or unknown sampling value."""
+
+
+class ConstraintError(UsageError):
+    """A structured-output constraint that is not valid, or that this model's vocabulary cannot express."""
 
 
 class UnknownModelError(UsageError):

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .backend import Capacity, Engine, EngineInfo, ScoringEngine, SequenceRequest
+from .constraints import Constraint, ConstraintMask, Vocabulary
 from .errors import ContextLengthError, UsageError
 from .logits import LogitsStep
 from .sampling import SamplingConfig
@@ -96,6 +97,9 @@ class Generator:
         self.reuse_prefix = reuse_prefix
         self.special_tokens_in_content = special_tokens_in_content
         self._scheduler = Scheduler(engine, backend=backend)
+        self._vocabulary = Vocabulary(
+            engine.token_bytes, lambda text: engine.tokenize(text, add_bos=False, special=False), engine.info.vocab_size
+        )
         self._calls: weakref.WeakSet[Call] = weakref.WeakSet()  # every call a stream may still read
         self._lock = threading.Lock()
         self._eog_cache: dict[str, frozenset[int]] = {}
@@ -119,21 +123,37 @@ class Generator:
 
     # -- public API -----------------------------------------------------------------------
 
-    def stream(self, prompt: Prompt, config: SamplingConfig | None = None, *, template: TemplateArg = AUTO) -> Stream:
+    def stream(
+        self,
+        prompt: Prompt,
+        config: SamplingConfig | None = None,
+        *,
+        template: TemplateArg = AUTO,
+        constraint: Constraint | None = None,
+    ) -> Stream:
         """Generate from ``prompt`` (messages, or a str), yielding text as it comes.
 
         A str is one user message rendered with the chat template, or the prompt text itself
         when ``template=None`` (raw mode). ``template`` may also name a built-in template.
         ``config`` left out uses :attr:`sampling`. The prompt is checked (template, not empty,
-        context length, logit_bias ids) before this returns, and the call starts at once.
+        context length, logit_bias ids, the constraint against this vocabulary) before this
+        returns, and the call starts at once. ``constraint`` (:class:`~phi_backends.Constraint`)
+        limits the text to a JSON schema, any JSON object, a regex, a grammar or a choice; its
+        text then parses unless the call ends by ``max_tokens``, a stop string or a cancel, and
+        :attr:`Completion.value` holds the parsed value.
         """
-        return Stream(self._prepare(prompt, config, template), self._on_close, self._scheduler.drive)
+        return Stream(self._prepare(prompt, config, template, constraint), self._on_close, self._scheduler.drive)
 
     def generate(
-        self, prompt: Prompt, config: SamplingConfig | None = None, *, template: TemplateArg = AUTO
+        self,
+        prompt: Prompt,
+        config: SamplingConfig | None = None,
+        *,
+        template: TemplateArg = AUTO,
+        constraint: Constraint | None = None,
     ) -> Completion:
         """Like :meth:`stream`, returning the whole :class:`Completion` at the end."""
-        stream = self.stream(prompt, config, template=template)
+        stream = self.stream(prompt, config, template=template, constraint=constraint)
         try:
             for _ in stream:
                 pass
@@ -143,7 +163,12 @@ class Generator:
         return stream.completion
 
     def astream(
-        self, prompt: Prompt, config: SamplingConfig | None = None, *, template: TemplateArg = AUTO
+        self,
+        prompt: Prompt,
+        config: SamplingConfig | None = None,
+        *,
+        template: TemplateArg = AUTO,
+        constraint: Constraint | None = None,
     ) -> AsyncStream:
         """Like :meth:`stream`, for asyncio: ``async for chunk in gen.astream(...)``.
 
@@ -153,13 +178,18 @@ class Generator:
         """
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
-        return AsyncStream(lambda: self._prepare(prompt, config, template), self._on_close)
+        return AsyncStream(lambda: self._prepare(prompt, config, template, constraint), self._on_close)
 
     async def agenerate(
-        self, prompt: Prompt, config: SamplingConfig | None = None, *, template: TemplateArg = AUTO
+        self,
+        prompt: Prompt,
+        config: SamplingConfig | None = None,
+        *,
+        template: TemplateArg = AUTO,
+        constraint: Constraint | None = None,
     ) -> Completion:
         """Like :meth:`generate`, for asyncio (``await gen.agenerate(...)``)."""
-        stream = self.astream(prompt, config, template=template)
+        stream = self.astream(prompt, config, template=template, constraint=constraint)
         try:
             async for _ in stream:
                 pass
@@ -278,7 +308,9 @@ class Generator:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _prepare(self, prompt: Prompt, config: SamplingConfig | None, template: TemplateArg) -> Starter:
+    def _prepare(
+        self, prompt: Prompt, config: SamplingConfig | None, template: TemplateArg, constraint: Constraint | None = None
+    ) -> Starter:
         """Check and tokenize the prompt now; return what queues the call."""
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
@@ -291,6 +323,11 @@ class Generator:
             )
         info = self.info
         LogitsStep.check(config, info.vocab_size)
+        if constraint is not None and not isinstance(constraint, Constraint):
+            raise UsageError(
+                f"constraint must be a Constraint, got {type(constraint).__name__}; "
+                "build one with Constraint.json_schema(...), .regex(...), .grammar(...), .choice(...) or .json_object()"
+            )
         chat_template = self._template_for(template)
         prompt_ids = self.prompt_ids(prompt, template=chat_template)
         if _is_empty(prompt_ids, add_bos=info.add_bos):
@@ -305,6 +342,12 @@ class Generator:
         eog = self._eog_ids(chat_template)
         ids = tuple(prompt_ids)
         reuse = self.reuse_prefix
+        # made now, so that a constraint this vocabulary cannot express is refused before the call starts
+        mask = (
+            ConstraintMask(constraint, self._vocabulary.tokenizer(eog), info.vocab_size, eog)
+            if constraint is not None
+            else None
+        )
 
         def start(deliver: Callable[[Any], None]) -> Call:
             request = SequenceRequest(
@@ -312,13 +355,21 @@ class Generator:
                 config=config,
                 seed=config.resolved_seed(),
                 budget=budget,
-                logits_step=LogitsStep.for_call(config, info.vocab_size),
+                logits_step=LogitsStep.for_call(config, info.vocab_size, mask),
                 reuse_prefix=reuse,
             )
             text = TextAssembler(
                 self._engine.token_bytes, stops=config.stop, strip_leading_space=info.strip_leading_space
             )
-            call = Call(request, text=text, eog=eog, backend=self.backend, model=self.model, deliver=deliver)
+            call = Call(
+                request,
+                text=text,
+                eog=eog,
+                backend=self.backend,
+                model=self.model,
+                deliver=deliver,
+                constraint=constraint,
+            )
             self._scheduler.submit(call)
             self._calls.add(call)
             return call

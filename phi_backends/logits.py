@@ -6,7 +6,8 @@ For each token of a call, in this order, the same on every engine:
    ids past the tokenizer included);
 2. ``SamplingConfig.logit_bias``: each listed id's logit plus its bias; a bias of -100 bans the
    token outright (its logit becomes -inf, as OpenAI documents -100 to mean);
-3. (reserved for structured output: a constraint's mask of the tokens that may come next);
+3. a constraint's mask (:mod:`phi_backends.constraints`): every token it does not allow next
+   becomes -inf;
 4. log-probabilities, when the call asks for them, are read here: the log-softmax of the row as
    it now is, so before the repetition penalty, the temperature and the filters;
 5. the engine's sampler: the chain :class:`~phi_backends.SamplingConfig` documents.
@@ -28,6 +29,8 @@ from .sampling import MAX_BIAS, SamplingConfig
 if TYPE_CHECKING:
     import numpy as np
 
+    from .constraints import ConstraintMask
+
 __all__ = ["LogitsStep", "TokenLogprob"]
 
 
@@ -46,7 +49,7 @@ class TokenLogprob:
 class LogitsStep:
     """One call's logits step (a new one per call: it keeps the last row it saw)."""
 
-    def __init__(self, config: SamplingConfig, vocab_size: int) -> None:
+    def __init__(self, config: SamplingConfig, vocab_size: int, mask: ConstraintMask | None = None) -> None:
         import numpy as np
 
         self.check(config, vocab_size)
@@ -55,6 +58,8 @@ class LogitsStep:
         values = np.fromiter((value for _, value in bias), dtype=np.float32, count=len(bias))
         values[values <= -MAX_BIAS] = -np.inf  # -100 bans, whatever the logit was
         self._values = values
+        #: the call's constraint, if it has one (Call feeds it each token the sampler chose)
+        self.mask = mask
         self._logprobs = config.reports_logprobs
         self._top = config.top_logprobs
         self._row: np.ndarray | None = None  # the last row seen, minus its maximum (a buffer reused every token)
@@ -63,11 +68,11 @@ class LogitsStep:
         self._log_total = 0.0
 
     @staticmethod
-    def for_call(config: SamplingConfig, vocab_size: int) -> LogitsStep | None:
-        """The step ``config`` needs, or None when it needs none."""
-        if not config.logit_bias and not config.reports_logprobs:
+    def for_call(config: SamplingConfig, vocab_size: int, mask: ConstraintMask | None = None) -> LogitsStep | None:
+        """The step ``config`` (and a constraint's ``mask``) needs, or None when it needs none."""
+        if not config.logit_bias and not config.reports_logprobs and mask is None:
             return None
-        return LogitsStep(config, vocab_size)
+        return LogitsStep(config, vocab_size, mask)
 
     @staticmethod
     def check(config: SamplingConfig, vocab_size: int) -> None:
@@ -81,10 +86,18 @@ class LogitsStep:
 
     def __call__(self, logits: np.ndarray) -> None:
         """Apply the step to one row of logits, in place."""
-        import numpy as np
-
         if self._ids.size:
             logits[self._ids] += self._values
+        if self.mask is not None:
+            self.mask.apply(logits)
+        if self._logprobs:
+            self.record(logits)
+
+    def record(self, logits: np.ndarray) -> None:
+        """Read the log-probabilities of a row the step has already changed (an engine that ran
+        ahead shows the step an earlier row again, see the MLX plugin's ``LogitsBridge``)."""
+        import numpy as np
+
         if self._logprobs:
             # Kept as the row minus its maximum (the engine may overwrite its buffer next), in
             # buffers kept for the whole call: fresh arrays per token cost a tenth of a millisecond

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..backend import EngineSequence, SequenceRequest
+from ..constraints import Constraint
 from ..logits import TokenLogprob
 from ..streaming import TextAssembler
 
@@ -78,6 +79,9 @@ class Completion:
     token_ids: tuple[int, ...] = field(default=(), repr=False)
     #: one entry per id of ``token_ids`` when the call asked for logprobs, else None
     logprobs: tuple[TokenLogprob, ...] | None = field(default=None, repr=False)
+    #: a constrained call's value, when it ended with ``finish_reason="stop"``: the parsed JSON
+    #: (the pydantic instance for a model class), the text for a regex, grammar or choice
+    value: Any = field(default=None, repr=False)
 
 
 #: What ``deliver`` is given when the Generator ends a call without a result (it was closed).
@@ -97,8 +101,12 @@ class Call:
         backend: str,
         model: str,
         deliver: Callable[[Any], None],
+        constraint: Constraint | None = None,
     ) -> None:
         self.request = request
+        self._constraint = constraint
+        step = request.logits_step
+        self._mask = step.mask if step is not None else None
         self.sequence: EngineSequence | None = None
         self.completion: Completion | None = None
         self._text = text
@@ -155,6 +163,8 @@ class Call:
         self._drawn += 1
         if token in self._eog:
             return self.finish("stop")
+        if self._mask is not None:
+            self._mask.accept(token)
         self._generated.append(token)
         if self._logprobs is not None:
             step = self.request.logits_step
@@ -187,8 +197,9 @@ class Call:
         cached = self.sequence.reused_tokens if self.sequence is not None else 0
         usage = Usage(prompt_tokens=prompt, completion_tokens=len(self._generated), cached_tokens=cached)
         timings = self._timings(end, prompt - cached)
+        text = "".join(self._pieces)
         self.completion = Completion(
-            text="".join(self._pieces),
+            text=text,
             finish_reason=reason,
             usage=usage,
             timings=timings,
@@ -197,6 +208,7 @@ class Call:
             model=self._model,
             token_ids=tuple(self._generated),
             logprobs=tuple(self._logprobs) if self._logprobs is not None else None,
+            value=self._value(text, reason),
         )
         self.done = True
         last = Chunk(tail, finish_reason=reason, usage=usage, timings=timings, logprobs=self._take_logprobs())
@@ -220,6 +232,14 @@ class Call:
         """The Generator ends the call without a result (closed while it waited or ran)."""
         self.done = True
         self._deliver(CLOSED)
+
+    def _value(self, text: str, reason: FinishReason) -> Any:
+        if self._constraint is None or reason != "stop":
+            return None
+        try:
+            return self._constraint.parse(text)
+        except ValueError:  # cut by a stop string; or a pydantic validator the schema could not express
+            return None
 
     def _take_logprobs(self) -> tuple[TokenLogprob, ...] | None:
         if self._logprobs is None:
