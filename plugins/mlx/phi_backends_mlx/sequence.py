@@ -39,25 +39,32 @@ class LogitsBridge:
 
     def __init__(self, step: LogitsStep) -> None:
         self._step = step
-        self._raw: deque[np.ndarray] = deque(maxlen=2)  # the rows of the token yielded last and the one after
+        self._rows: deque[np.ndarray] = deque(maxlen=2)  # the rows of the token yielded last and the one after
+        self._first = True
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
         row = np.array(logits.astype(mx.float32)).reshape(-1)  # a copy: writable, ours
-        self._raw.append(row.copy())
+        mask = self._step.mask
+        if mask is not None and not self._first:
+            # ``tokens`` ends with the token generate_step sampled last and has not yielded yet:
+            # the constraint must take it before it masks the row that follows it
+            mask.feed(int(tokens[-1].item()))
+        self._first = False
         self._step(row)
+        self._rows.append(row)
         return mx.array(row)[None]
 
     def settle(self) -> None:
-        """Run the step again on the row of the token just yielded.
+        """Show the step again the row of the token just yielded, as the step left it.
 
         ``generate_step`` computed the next token's logits (and so called the step on them)
         before it yielded this one, and the core reads ``step.logprob(token)`` right after
-        :meth:`Engine.step` returns: the step must have seen this token's row last. The step is
-        a pure function of the row (``logit_bias`` and the log-probabilities it records), so
-        running it twice on the same row changes nothing else.
+        :meth:`Engine.step` returns: the step must have seen this token's row last. Only the
+        log-probabilities are read again (:meth:`LogitsStep.record`): the bias and the
+        constraint's mask are already in the row.
         """
-        if len(self._raw) == 2:
-            self._step(self._raw[0])
+        if len(self._rows) == 2:
+            self._step.record(self._rows[0])
 
 
 @dataclass(eq=False)
