@@ -47,7 +47,15 @@ nox.options.sessions = [
 ]
 nox.options.error_on_missing_interpreters = True
 
-TEST_DEPS = ["pytest>=8", "hypothesis>=6", "gguf>=0.10", "sentencepiece>=0.2", "numpy>=1.24"]
+TEST_DEPS = [
+    "pytest>=8",
+    "hypothesis>=6",
+    "gguf>=0.10",
+    "sentencepiece>=0.2",
+    "numpy>=1.24",
+    "jsonschema>=4",
+    "pydantic>=2",
+]
 #: Test folders that need every engine installed: run by the parity and reliability sessions only.
 CROSS_BACKEND = ("parity", "reliability")
 CROSS_BACKEND_IGNORES = [f"--ignore=tests/{name}" for name in CROSS_BACKEND]
@@ -108,7 +116,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy", "pytest", "pluggy", "jinja2", "numpy", "huggingface-hub")
+    session.install("mypy", "pytest", "pluggy", "jinja2", "numpy", "huggingface-hub", "llguidance", "types-jsonschema")
     # mlx ships type stubs, so the MLX plugin is checked against them (mlx-lm and
     # onnxruntime-genai have none; mypy is told not to follow them).
     session.install(*MLX_CORE)
