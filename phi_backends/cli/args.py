@@ -136,19 +136,25 @@ def _stdin_text() -> str:
 
 
 def _file_text(name: str) -> str:
+    return read_text_file(name, "prompt file")
+
+
+def read_text_file(name: str, what: str) -> str:
+    """The UTF-8 text of file ``name``; a missing, unreadable or non-UTF-8 file is one UsageError
+    naming ``what`` it was for."""
     path = Path(name)
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"prompt file {name}: no such file") from None
+        raise UsageError(f"{what} {name}: no such file") from None
     except IsADirectoryError:
-        raise UsageError(f"prompt file {name} is a folder; give a text file") from None
+        raise UsageError(f"{what} {name} is a folder; give a text file") from None
     except PermissionError:
-        raise UsageError(f"prompt file {name}: permission denied") from None
+        raise UsageError(f"{what} {name}: permission denied") from None
     except UnicodeDecodeError as exc:
-        raise UsageError(f"prompt file {name} is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+        raise UsageError(f"{what} {name} is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
     except OSError as exc:
-        raise UsageError(f"prompt file {name}: {exc.strerror or exc}") from None
+        raise UsageError(f"{what} {name}: {exc.strerror or exc}") from None
 
 
 def show_warnings_as_lines() -> None:

@@ -16,6 +16,7 @@ from ..models.catalogue import DEFAULT_MODEL
 from . import args as cli_args
 from . import bench as cli_bench
 from . import config as cli_config
+from . import constraint as cli_constraint
 from . import models as cli_models
 from . import output
 from . import parity as cli_parity
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "text, so a message cannot forge a turn: docs/security.md)",
     )
     cli_config.add_flags(run)  # the same flags as `config`'s, read into the configuration the same way
+    cli_constraint.add_constraint_arguments(run)
     out = run.add_argument_group("output")
     out.add_argument(
         "--verbose", action="store_true", help="show the engine's own log on stderr (same as -O verbose=true)"
@@ -170,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
     if (args.logprobs or args.top_logprobs) and not args.json:
         raise UsageError("log-probabilities are printed only in the --json output; add --json")
     messages: Any = prompt if args.raw else _messages(prompt, args.system)
+    constraint = cli_constraint.read_constraint(args)  # a wrong schema or pattern is refused before loading
 
     from ..api import load_with_flags  # imports plugins (and, on load, an engine) only now
 
@@ -177,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
     with load_with_flags(flags, options, template=template) as gen:
         gen.special_tokens_in_content = args.special_tokens_in_content
         # The configuration's sampling: its [sampling] under the flags, field by field.
-        stream = gen.stream(messages, gen.sampling, template=template)
+        stream = gen.stream(messages, gen.sampling, template=template, constraint=constraint)
         previous = signal.signal(signal.SIGINT, lambda *_: _second_interrupt(stream, previous))
         try:
             for chunk in stream:
@@ -219,8 +222,14 @@ def _completion_json(result: Any) -> dict[str, Any]:
         "backend": result.backend,
         "model": result.model,
         "seed": result.seed,
+        **({"value": _jsonable(result.value)} if result.value is not None else {}),
         **({"logprobs": [_logprob_json(entry) for entry in result.logprobs]} if result.logprobs is not None else {}),
     }
+
+
+def _jsonable(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # a pydantic instance (from the library; the CLI gives schemas)
+    return dump(mode="json") if callable(dump) else value
 
 
 def _logprob_json(entry: Any) -> dict[str, Any]:

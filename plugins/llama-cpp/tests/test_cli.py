@@ -139,6 +139,41 @@ def test_ctrl_c_stops_cleanly(tiny_phi3: Path) -> None:
     assert (first + out).endswith(b"\n")
 
 
+def test_run_json_schema_prints_json_that_validates_and_its_value(tiny_phi3: Path, tmp_path: Path) -> None:
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "team": {"type": "string", "maxLength": 10},
+            "goals": {"type": "integer", "minimum": 0, "maximum": 9},
+        },
+        "required": ["team", "goals"],
+        "additionalProperties": False,
+    }
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema), encoding="utf-8")
+    result = run("run", "--model", str(tiny_phi3), "--json-schema", str(path), "--seed", "7", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["finish_reason"] == "stop", data["text"]
+    jsonschema.validate(json.loads(data["text"]), schema)
+    assert data["value"] == json.loads(data["text"])
+
+
+def test_run_choice_prints_one_of_them(tiny_phi3: Path) -> None:
+    result = run("run", "--model", str(tiny_phi3), "--choice", "Boston", "--choice", "Montreal", "--seed", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout in ("Boston\n", "Montreal\n")
+
+
+def test_run_bad_schema_file_is_one_line_before_loading(tmp_path: Path) -> None:
+    path = tmp_path / "schema.json"
+    path.write_text('{"type": "objekt"}', encoding="utf-8")
+    result = run("run", "--model", "./missing.gguf", "--json-schema", str(path))
+    expect_cli_error(result, 2, "JSON schema is not valid", "objekt", what="--json-schema with an unknown type")
+
+
 # -- bad input: one line, the right exit code, no traceback ------------------------------------------
 
 
@@ -160,6 +195,10 @@ def test_ctrl_c_stops_cleanly(tiny_phi3: Path) -> None:
         ("--option naming an option llama-cpp does not have", ["--option", "n_bogus=1"], ["no option 'n_bogus'"]),
         ("--option without =VALUE", ["--option", "n_ctx"], ["KEY=VALUE"]),
         ("--system with --raw", ["--raw", "--system", "be nice"], ["--system"]),
+        ("--regex with an unclosed class", ["--regex", "[0-9"], ["regex is not valid", "unclosed character class"]),
+        ("--grammar naming a file that does not exist", ["--grammar", "./missing.lark"], ["grammar file", "no such file"]),
+        ("--json-schema naming a file that does not exist", ["--json-schema", "./missing.json"], ["JSON schema file", "no such file"]),
+        ("--regex and --choice together", ["--regex", "a", "--choice", "b"], ["not allowed with"]),
     ],
 )  # fmt: skip
 def test_usage_errors_exit_2(smollm2: Path, what: str, args: list[str], needles: list[str]) -> None:
