@@ -118,3 +118,18 @@ def test_the_vocabulary_spells_forced_text_exactly_despite_a_sentencepiece_prefi
     tokenizer = vocabulary.tokenizer({0})
     assert tokenizer.tokenize_str('{"a') == [2, 3, 4]  # greedy over the exact bytes, not " {"
     assert tokenizer.eos_token == 0
+
+
+def test_a_constraint_the_vocabulary_cannot_write_is_refused_before_the_call() -> None:
+    from phi_backends.constraints import ConstraintMask
+
+    tokens = [b"", b"a", b"b"]  # no token spells "c"
+    tokenizer = Vocabulary(lambda i: tokens[i], lambda text: [], len(tokens)).tokenizer({0})
+    with pytest.raises(pb.ConstraintError) as caught:
+        ConstraintMask(pb.Constraint.choice(["c"]), tokenizer, len(tokens), frozenset({0}))
+    expect_api_error(
+        caught.value,
+        pb.ConstraintError,
+        "no token of this model's vocabulary",
+        what="a choice the vocabulary cannot spell",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConstraintError, GenerationError
+from ..errors import ConstraintError, GenerationError, PhiBackendsError
 from .spec import Constraint
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ class ConstraintMask:
         self._matcher = matcher
         self._words = (vocab_size + 31) // 32
         self._bits: Any = np.zeros(self._words, dtype=np.int32)
+        self._kind = constraint.kind.replace("_", " ")
+        # The first mask now, so that a constraint no token of this vocabulary can begin is refused
+        # before the call starts; apply() uses it for the first row.
+        self._ready = self._fill(ConstraintError)
         self._eog = eog
         self._ahead: deque[int] = deque()  # tokens an engine fed early (feed), not yet taken by the core
         self._ended = False
@@ -44,12 +48,28 @@ class ConstraintMask:
 
         if self._ended:  # an engine running ahead asks for the row after the end: nothing is sampled from it
             return
+        if self._ready:
+            self._ready = False
+        else:
+            self._fill(GenerationError)
+        bits = self._bits
+        allowed = np.unpackbits(bits.view(np.uint8), bitorder="little", count=logits.shape[-1]).view(np.bool_)
+        np.putmask(logits, ~allowed, -np.inf)
+
+    def _fill(self, error: type[PhiBackendsError]) -> bool:
+        """Compute the mask of the tokens allowed next into ``_bits``; ``error`` if there are none."""
         bits = self._bits
         self._matcher.unsafe_compute_mask_ptr(bits.ctypes.data, bits.nbytes)
         if self._matcher.is_error():
-            raise GenerationError(f"the constraint's matcher failed: {' '.join(self._matcher.get_error().split())}")
-        allowed = np.unpackbits(bits.view(np.uint8), bitorder="little", count=logits.shape[-1]).view(np.bool_)
-        np.putmask(logits, ~allowed, -np.inf)
+            reason = " ".join(self._matcher.get_error().split("<")[0].split())  # without its state and backtrace dumps
+            if not reason.startswith("NoExtension"):
+                raise error(f"the {self._kind} constraint failed in llguidance: {reason[:300]}")
+        if self._matcher.is_error() or not bits.any():
+            raise error(
+                f"no token of this model's vocabulary can continue the text the {self._kind} constraint asks for; "
+                "check that every character it needs can be written with this model"
+            )
+        return True
 
     def accept(self, token: int) -> None:
         """The token the sampler chose from the masked row (the core calls this for every token

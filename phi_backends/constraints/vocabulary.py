@@ -108,5 +108,7 @@ class _Tokens:
                     at = end
                     break
             else:
-                raise ValueError(f"this vocabulary cannot spell byte {data[at]:#04x}")
+                # No token spells this byte: return what can be spelt (an exception here would be
+                # a panic inside llguidance); the mask then allows nothing, which ConstraintMask reports.
+                break
         return ids

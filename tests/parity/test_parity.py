@@ -201,3 +201,30 @@ def test_logit_bias_and_logprobs_mean_the_same_on_every_engine(generators: dict[
         for mine, theirs in zip(out.logprobs, reference.logprobs, strict=True):
             assert abs(mine.logprob - theirs.logprob) < 0.01, (name, mine, theirs)
             assert [t for t, _ in mine.top[:3]] == [t for t, _ in theirs.top[:3]], (name, mine.top, theirs.top)
+
+
+def test_a_constrained_greedy_call_gives_the_same_text_on_every_engine(generators: dict[str, pb.Generator]) -> None:
+    """The constraint is the core's, so on the same float32 weights a constrained greedy call is the
+    same text everywhere: schemas of every kind in the shared set, a regex, a grammar and a choice."""
+    import json
+
+    import jsonschema
+
+    from phi_backends.testing.schemas import CHOICES, GRAMMARS, REGEXES, SCHEMAS
+
+    prompt = "Describe a hockey player."
+    config = pb.SamplingConfig(temperature=0.0, repeat_penalty=1.0, max_tokens=96)
+    constraints = [
+        *(pb.Constraint.json_schema(schema) for schema in SCHEMAS[:8]),
+        pb.Constraint.regex(REGEXES[2]),
+        pb.Constraint.grammar(GRAMMARS[0][0]),
+        pb.Constraint.choice(CHOICES),
+    ]
+    for constraint in constraints:
+        outs = {name: gen.generate(prompt, config, constraint=constraint) for name, gen in generators.items()}
+        texts = {name: out.text for name, out in outs.items()}
+        assert len(set(texts.values())) == 1, (constraint.source, texts)
+        reference = outs["llama-cpp"]
+        assert reference.finish_reason == "stop", (constraint.source, reference.text)
+        if constraint.kind == "json_schema":
+            jsonschema.validate(json.loads(reference.text), json.loads(constraint.source))
