@@ -25,19 +25,17 @@ class ConstraintMask:
         import numpy as np
         from llguidance import LLMatcher
 
-        matcher = LLMatcher(tokenizer, constraint.grammar_text, log_level=0)
+        self._kind = constraint.kind.replace("_", " ")
+        self._matcher = matcher = LLMatcher(tokenizer, constraint.grammar_text, log_level=0)
         if matcher.is_error():
             raise ConstraintError(
-                f"the {constraint.kind.replace('_', ' ')} constraint cannot be used with this model's vocabulary: "
-                f"{' '.join(matcher.get_error().split())}"
+                f"the {self._kind} constraint cannot be used with this model's vocabulary: {self._reason()}"
             )
-        self._matcher = matcher
-        self._words = (vocab_size + 31) // 32
-        self._bits: Any = np.zeros(self._words, dtype=np.int32)
-        self._kind = constraint.kind.replace("_", " ")
+        self._bits: Any = np.zeros((vocab_size + 31) // 32, dtype=np.int32)
         # The first mask now, so that a constraint no token of this vocabulary can begin is refused
         # before the call starts; apply() uses it for the first row.
-        self._ready = self._fill(ConstraintError)
+        self._fill(ConstraintError)
+        self._ready = True
         self._eog = eog
         self._ahead: deque[int] = deque()  # tokens an engine fed early (feed), not yet taken by the core
         self._ended = False
@@ -56,20 +54,23 @@ class ConstraintMask:
         allowed = np.unpackbits(bits.view(np.uint8), bitorder="little", count=logits.shape[-1]).view(np.bool_)
         np.putmask(logits, ~allowed, -np.inf)
 
-    def _fill(self, error: type[PhiBackendsError]) -> bool:
+    def _fill(self, error: type[PhiBackendsError]) -> None:
         """Compute the mask of the tokens allowed next into ``_bits``; ``error`` if there are none."""
         bits = self._bits
         self._matcher.unsafe_compute_mask_ptr(bits.ctypes.data, bits.nbytes)
         if self._matcher.is_error():
-            reason = " ".join(self._matcher.get_error().split("<")[0].split())  # without its state and backtrace dumps
+            reason = self._reason()
             if not reason.startswith("NoExtension"):
-                raise error(f"the {self._kind} constraint failed in llguidance: {reason[:300]}")
+                raise error(f"the {self._kind} constraint failed in llguidance: {reason}")
         if self._matcher.is_error() or not bits.any():
             raise error(
                 f"no token of this model's vocabulary can continue the text the {self._kind} constraint asks for; "
                 "check that every character it needs can be written with this model"
             )
-        return True
+
+    def _reason(self) -> str:
+        """llguidance's error, one line, without the state and backtrace dumps it appends."""
+        return " ".join(self._matcher.get_error().split("<")[0].split())[:300]
 
     def accept(self, token: int) -> None:
         """The token the sampler chose from the masked row (the core calls this for every token
