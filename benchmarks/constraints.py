@@ -12,17 +12,13 @@ own time is read by timing ``ConstraintMask.apply`` in the constrained rounds. P
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
+
+from logits_step import arguments, decode_rate, load  # the same models and options as that benchmark (a sibling script)
 
 import phi_backends as pb
 from phi_backends.constraints import ConstraintMask
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from logits_step import load  # the same models and options as that benchmark
 
 PROMPT = "Write a long story about a hockey team that plays on a frozen lake every winter, as JSON."
 SCHEMA = {
@@ -34,15 +30,7 @@ SCHEMA = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--backend", choices=("llama-cpp", "onnx", "mlx"), default="llama-cpp")
-    parser.add_argument("--precision", choices=("int4", "fp32"), default="int4", help="onnx: which test folder")
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--n-ctx", type=int, default=2048)
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0])
 
     import llguidance  # noqa: F401  (its import is not the schema's compile time)
 
@@ -74,16 +62,7 @@ def main() -> None:
     ConstraintMask.apply = timed_apply  # type: ignore[method-assign]
 
     def measure(with_constraint: bool) -> tuple[float, int]:
-        first = last = 0.0
-        n = 0
-        for chunk in gen.stream(PROMPT, base, constraint=constraint if with_constraint else None):
-            if chunk.finish_reason is not None:
-                continue
-            last = time.perf_counter()
-            if n == 0:
-                first = last
-            n += 1
-        return (n - 1) / (last - first) if n > 1 else 0.0, n
+        return decode_rate(gen.stream(PROMPT, base, constraint=constraint if with_constraint else None))
 
     measure(False), measure(True)  # warm up
     mask_times.clear()

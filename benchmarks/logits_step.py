@@ -17,6 +17,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import phi_backends as pb
@@ -41,8 +42,9 @@ def load(args: argparse.Namespace) -> pb.Generator:
     return pb.load(str(folder), backend="mlx")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str) -> argparse.Namespace:
+    """The options this benchmark and ``constraints.py`` share (model, backend, tokens, rounds, threads)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--backend", choices=("llama-cpp", "onnx", "mlx"), default="llama-cpp")
     parser.add_argument("--precision", choices=("int4", "fp32"), default="int4", help="onnx: which test folder")
@@ -50,7 +52,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-ctx", type=int, default=2048)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def decode_rate(stream: Iterable[pb.Chunk]) -> tuple[float, int]:
+    """(decode tokens/s, text chunks) of a stream: (chunks - 1) / (last chunk - first chunk)."""
+    first = last = 0.0
+    n = 0
+    for chunk in stream:
+        if chunk.finish_reason is not None:
+            continue
+        last = time.perf_counter()
+        if n == 0:
+            first = last
+        n += 1
+    return (n - 1) / (last - first) if n > 1 else 0.0, n
+
+
+def main() -> None:
+    args = arguments(__doc__.splitlines()[0])
 
     gen = load(args)
     gen.reuse_prefix = False
@@ -63,16 +83,7 @@ def main() -> None:
     }
 
     def measure(cfg: pb.SamplingConfig) -> tuple[float, int]:
-        first = last = 0.0
-        n = 0
-        for chunk in gen.stream(PROMPT, cfg):
-            if chunk.finish_reason is not None:
-                continue
-            last = time.perf_counter()
-            if n == 0:
-                first = last
-            n += 1
-        return (n - 1) / (last - first) if n > 1 else 0.0, n
+        return decode_rate(gen.stream(PROMPT, cfg))
 
     names = list(cases)
     runs: dict[str, list[tuple[float, int]]] = {name: [] for name in names}
