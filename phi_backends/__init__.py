@@ -34,6 +34,7 @@ from .errors import (
     RuntimeFailure,
     SamplingConfigError,
     TemplateError,
+    ToolError,
     UnknownBackendError,
     UnknownModelError,
     UsageError,
@@ -44,6 +45,7 @@ from .logits import TokenLogprob
 from .sampling import SamplingConfig
 from .selection.choice import Explanation
 from .selection.platform import Platform
+from .tools import ToolCall
 
 __version__ = "0.1.0"
 
@@ -81,6 +83,8 @@ __all__ = [
     "TemplateError",
     "Timings",
     "TokenLogprob",
+    "ToolCall",
+    "ToolError",
     "UnknownBackendError",
     "UnknownModelError",
     "Usage",

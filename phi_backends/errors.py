@@ -11,6 +11,7 @@ that says what is wrong and what to do, and knows the CLI exit code it maps to::
     │   ├── UnknownBackendError       a backend name no plugin provides
     │   ├── OptionError               an engine option the backend does not know
     │   ├── ConstraintError           a schema, regex, grammar or choice list that is wrong, or that the model cannot express
+    │   ├── ToolError                 tools that are not function definitions, a tool_choice naming no tool, bad tool calls
     │   └── ConfigError               a config file or PHI_BACKENDS_* variable that is wrong (names the file and key)
     └── RuntimeFailure                exit 1: the call was fine but something failed
         ├── BackendUnavailableError   the backend is not installed, or cannot run on this machine
@@ -38,6 +39,7 @@ __all__ = [
     "RuntimeFailure",
     "SamplingConfigError",
     "TemplateError",
+    "ToolError",
     "UnknownBackendError",
     "UnknownModelError",
     "UsageError",
@@ -70,6 +72,10 @@ class SamplingConfigError(UsageError):
 
 class ConstraintError(UsageError):
     """A structured-output constraint that is not valid, or that this model's vocabulary cannot express."""
+
+
+class ToolError(UsageError):
+    """Tool definitions, a ``tool_choice`` or a message's tool calls that cannot be used as given."""
 
 
 class UnknownModelError(UsageError):

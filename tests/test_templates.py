@@ -850,9 +850,9 @@ def test_normalize_messages_accepts_text_and_messages() -> None:
         ("a message that is a tuple", [USER, ("user", "Hi")], "^message 1 is a tuple, not a mapping"),
         ("a message without a role", [{"content": "Hi"}], "^message 0 has no 'role'"),
         (
-            "a message with role 'tool'",
-            [USER, USER, {"role": "tool", "content": "x"}],
-            "^message 2 has role 'tool'; use 'system', 'user' or 'assistant'",
+            "a message with OpenAI's old role 'function'",
+            [USER, USER, {"role": "function", "content": "x"}],
+            "^message 2 has role 'function'; use 'system', 'user', 'assistant' or 'tool'",
         ),
         ("a message whose role is None", [{"role": None, "content": "x"}], "^message 0 has role None"),
         ("a message without content", [{"role": "user"}], r"^message 0 \(user\) has no 'content'"),

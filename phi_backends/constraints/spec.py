@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from ..errors import ConstraintError
 
-__all__ = ["Constraint", "ConstraintKind"]
+__all__ = ["Constraint", "ConstraintKind", "compact_schema"]
 
 ConstraintKind = Literal["json_schema", "json_object", "regex", "grammar", "choice"]
 #: The grammar ``json_object`` compiles to: any JSON object, as OpenAI's ``json_object`` mode.
@@ -59,12 +59,12 @@ class Constraint:
         if not isinstance(schema, Mapping):
             raise ConstraintError(f"a JSON schema must be a JSON object, got {type(schema).__name__}")
         source = json.dumps(schema)
-        return cls("json_schema", source, _compile("json_schema", _compact(schema)), model)
+        return cls("json_schema", source, _compile("json_schema", compact_schema(schema)), model)
 
     @classmethod
     def json_object(cls) -> Constraint:
         """Any JSON object (OpenAI's ``response_format={"type": "json_object"}``)."""
-        return cls("json_object", ANY_OBJECT, _compile("json_object", _compact(json.loads(ANY_OBJECT))))
+        return cls("json_object", ANY_OBJECT, _compile("json_object", compact_schema(json.loads(ANY_OBJECT))))
 
     @classmethod
     def regex(cls, pattern: str) -> Constraint:
@@ -103,7 +103,7 @@ class Constraint:
         return json.loads(text)
 
 
-def _compact(schema: Mapping[str, Any]) -> str:
+def compact_schema(schema: Mapping[str, Any]) -> str:
     """The schema with llguidance told to allow no whitespace but one space after ``,`` and ``:``.
 
     Its default lets any whitespace in between, and a sampled model (or a small one) can spend its

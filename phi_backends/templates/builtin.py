@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
 from ..errors import TemplateError, UsageError
+from ..tools.markup import PHI4_MINI as PHI4_MINI_TOOLS
+from ..tools.markup import ToolMarkup, plain_conversation
 from .messages import Message, normalize_messages
 from .messages import short as _short
 from .sandbox import jinja_template
@@ -90,6 +92,9 @@ class BuiltinTemplate:
     """Written instead of the generation prompt when ``add_generation_prompt`` is False."""
     skip_empty_system: bool = False
     description: str = ""
+    #: the family's own tool format; None: tools are written by the documented convention
+    #: (:func:`phi_backends.tools.markup.plain_conversation`)
+    tool_markup: ToolMarkup | None = None
 
     def __repr__(self) -> str:
         return f"BuiltinTemplate({self.name!r})"
@@ -100,18 +105,34 @@ class BuiltinTemplate:
     def render_with_spans(
         self, messages: Sequence[Message], *, add_generation_prompt: bool = True
     ) -> tuple[str, list[Span]]:
-        """The rendered text, and where each content written in it starts and ends."""
+        """The rendered text, and where each content written in it starts and ends (the tool
+        definitions and tool calls a message carries count as content: they are the caller's text)."""
         parts: list[str] = []
         spans: list[Span] = []
         length = 0
-        for message in normalize_messages(messages):
+        conversation = normalize_messages(messages)
+        markup = self.tool_markup
+        if markup is None:
+            conversation = plain_conversation(conversation)
+        for message in conversation:
             role, content = message["role"], message["content"]
-            if self.skip_empty_system and role == "system" and not content:
+            if self.skip_empty_system and role == "system" and not content and "tools" not in message:
                 continue
-            start = self.turn_start.replace("{role}", role)
-            parts += (start, content, self.turn_end)
-            spans.append((length + len(start), length + len(start) + len(content)))
-            length += len(start) + len(content) + len(self.turn_end)
+            pieces = [(self.turn_start.replace("{role}", role), False), (content, True)]
+            if markup is not None and "tools" in message:
+                pieces += [
+                    (markup.definitions_open, False),
+                    (message["tools"], True),
+                    (markup.definitions_close, False),
+                ]
+            if markup is not None and "tool_calls" in message:
+                pieces += [(markup.call_open, False), (message["tool_calls"], True), (markup.call_close, False)]
+            pieces.append((self.turn_end, False))
+            for text, is_content in pieces:
+                if is_content:
+                    spans.append((length, length + len(text)))
+                parts.append(text)
+                length += len(text)
         parts.append(self.generation_prompt if add_generation_prompt else self.closing)
         return "".join(parts), spans
 
@@ -145,6 +166,7 @@ PHI4_MINI: Final = BuiltinTemplate(
     generation_prompt="<|assistant|>",
     closing="<|endoftext|>",
     description="Phi-4-mini-instruct",
+    tool_markup=PHI4_MINI_TOOLS,
 )
 PHI4: Final = BuiltinTemplate(
     name="phi4",

@@ -59,7 +59,8 @@ def chat_prompt_ids(
     def holds_control(text: str) -> bool:
         return bool(text) and tokenize(text, add_bos=False) != tokenize(text, add_bos=False, special=False)
 
-    suspects = [m["content"] for m in conversation if holds_control(m["content"])]
+    # the caller's text: contents, and the tool definitions and calls a template writes as they are
+    suspects = [text for m in conversation for key, text in m.items() if key != "role" and holds_control(text)]
     if not suspects:  # one render, as before: a model's template is not run a second time for the spans
         return tokenize(template.render(conversation, add_generation_prompt=add_generation_prompt), add_bos=add_bos)
     text, spans = _render_with_spans(template, conversation, add_generation_prompt)
