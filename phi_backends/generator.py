@@ -13,12 +13,12 @@ import contextlib
 import operator
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .backend import Capacity, Engine, EngineInfo, ScoringEngine, SequenceRequest
 from .constraints import Constraint, ConstraintMask, Vocabulary
-from .errors import ContextLengthError, UsageError
+from .errors import ContextLengthError, ToolError, UsageError
 from .logits import LogitsStep
 from .sampling import SamplingConfig
 from .scheduling import AsyncStream, Call, Chunk, Completion, FinishReason, Scheduler, Stream, Timings, Usage
@@ -27,6 +27,9 @@ from .scheduling.streams import Starter
 from .streaming import TextAssembler
 from .templates import ChatTemplate, Message, get_template, normalize_messages
 from .templates.prompt_ids import chat_prompt_ids
+from .tools import ToolPlan, check_tools, plan_tools
+from .tools.definitions import ToolChoiceArg, definitions_text
+from .tools.markup import plain_conversation, with_tools
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +54,7 @@ def _close_open_generators() -> None:
             gen._close_at_exit()
 
 
+RAW_TOOLS = "tools need a chat template to show them to the model; raw mode (template=None) has none"
 EMPTY_PROMPT = "the prompt is empty: it gives the model no tokens to continue (BOS aside); give some text"
 
 
@@ -130,6 +134,8 @@ class Generator:
         *,
         template: TemplateArg = AUTO,
         constraint: Constraint | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: ToolChoiceArg = None,
     ) -> Stream:
         """Generate from ``prompt`` (messages, or a str), yielding text as it comes.
 
@@ -141,8 +147,19 @@ class Generator:
         limits the text to a JSON schema, any JSON object, a regex, a grammar or a choice; its
         text then parses unless the call ends by ``max_tokens``, a stop string or a cancel, and
         :attr:`Completion.value` holds the parsed value.
+
+        ``tools`` (OpenAI's function definitions) are shown to the model as its family's template
+        does (Phi-4-mini's ``<|tool|>`` block; a documented convention for the others, see
+        docs/structured-output.md); the calls it makes come as :attr:`Chunk.tool_calls` and
+        :attr:`Completion.tool_calls`, not as text. ``tool_choice``: ``"auto"`` (the default), ``"none"``,
+        ``"required"`` or a function's name (or OpenAI's ``{"type": "function", "function": {"name": ...}}``);
+        the last two are enforced by a constraint, so the model cannot answer in prose instead.
         """
-        return Stream(self._prepare(prompt, config, template, constraint), self._on_close, self._scheduler.drive)
+        return Stream(
+            self._prepare(prompt, config, template, constraint, tools, tool_choice),
+            self._on_close,
+            self._scheduler.drive,
+        )
 
     def generate(
         self,
@@ -151,9 +168,13 @@ class Generator:
         *,
         template: TemplateArg = AUTO,
         constraint: Constraint | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: ToolChoiceArg = None,
     ) -> Completion:
         """Like :meth:`stream`, returning the whole :class:`Completion` at the end."""
-        stream = self.stream(prompt, config, template=template, constraint=constraint)
+        stream = self.stream(
+            prompt, config, template=template, constraint=constraint, tools=tools, tool_choice=tool_choice
+        )
         try:
             for _ in stream:
                 pass
@@ -169,6 +190,8 @@ class Generator:
         *,
         template: TemplateArg = AUTO,
         constraint: Constraint | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: ToolChoiceArg = None,
     ) -> AsyncStream:
         """Like :meth:`stream`, for asyncio: ``async for chunk in gen.astream(...)``.
 
@@ -178,7 +201,9 @@ class Generator:
         """
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
-        return AsyncStream(lambda: self._prepare(prompt, config, template, constraint), self._on_close)
+        return AsyncStream(
+            lambda: self._prepare(prompt, config, template, constraint, tools, tool_choice), self._on_close
+        )
 
     async def agenerate(
         self,
@@ -187,9 +212,13 @@ class Generator:
         *,
         template: TemplateArg = AUTO,
         constraint: Constraint | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: ToolChoiceArg = None,
     ) -> Completion:
         """Like :meth:`generate`, for asyncio (``await gen.agenerate(...)``)."""
-        stream = self.astream(prompt, config, template=template, constraint=constraint)
+        stream = self.astream(
+            prompt, config, template=template, constraint=constraint, tools=tools, tool_choice=tool_choice
+        )
         try:
             async for _ in stream:
                 pass
@@ -198,26 +227,34 @@ class Generator:
         assert stream.completion is not None
         return stream.completion
 
-    def prompt_ids(self, prompt: Prompt, *, template: TemplateArg = AUTO) -> list[int]:
-        """The token ids the engine is fed for ``prompt``: the chat template's markup as control
-        tokens, the messages' contents as text (unless :attr:`special_tokens_in_content`)."""
+    def prompt_ids(
+        self, prompt: Prompt, *, template: TemplateArg = AUTO, tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[int]:
+        """The token ids the engine is fed for ``prompt`` (and ``tools``): the chat template's markup
+        as control tokens, the messages' contents as text (unless :attr:`special_tokens_in_content`)."""
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
         add_bos = self.info.add_bos
         if chat_template is None or self.special_tokens_in_content:
-            text = self.render(prompt, template=chat_template)
+            text = self.render(prompt, template=chat_template, tools=tools)
             _check_encodable(text)
             return self._engine.tokenize(text, add_bos=add_bos)
-        messages = normalize_messages(prompt)
+        messages = self._conversation(prompt, chat_template, tools)
         for message in messages:  # the markup is the template's; only contents can hold lone surrogates
-            _check_encodable(message["content"])
+            for key, text in message.items():
+                if key != "role":
+                    _check_encodable(text)
         return chat_prompt_ids(chat_template, messages, self._engine.tokenize, add_bos=add_bos)
 
-    def render(self, prompt: Prompt, *, template: TemplateArg = AUTO) -> str:
+    def render(
+        self, prompt: Prompt, *, template: TemplateArg = AUTO, tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
         """The prompt text after the chat template (without the BOS token the tokenizer adds)."""
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
         if chat_template is None:
+            if tools is not None:
+                raise ToolError(RAW_TOOLS)
             if not isinstance(prompt, str):
                 what = (
                     "messages"
@@ -226,7 +263,7 @@ class Generator:
                 )
                 raise UsageError(f"raw mode (template=None) takes a str prompt, not {what}")
             return prompt
-        return chat_template.render(normalize_messages(prompt), add_generation_prompt=True)
+        return chat_template.render(self._conversation(prompt, chat_template, tools), add_generation_prompt=True)
 
     @property
     def can_score(self) -> bool:
@@ -309,7 +346,13 @@ class Generator:
     # -- internals -------------------------------------------------------------------------
 
     def _prepare(
-        self, prompt: Prompt, config: SamplingConfig | None, template: TemplateArg, constraint: Constraint | None = None
+        self,
+        prompt: Prompt,
+        config: SamplingConfig | None,
+        template: TemplateArg,
+        constraint: Constraint | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: ToolChoiceArg = None,
     ) -> Starter:
         """Check and tokenize the prompt now; return what queues the call."""
         if self._closed:
@@ -329,7 +372,16 @@ class Generator:
                 "build one with Constraint.json_schema(...), .regex(...), .grammar(...), .choice(...) or .json_object()"
             )
         chat_template = self._template_for(template)
-        prompt_ids = self.prompt_ids(prompt, template=chat_template)
+        plan = self._tool_plan(tools, tool_choice, chat_template)
+        if plan is not None and constraint is not None and plan.choice.mode != "none":
+            raise ToolError(
+                "a call cannot have both a constraint and tools the model may call; "
+                'pass tool_choice="none", or leave out the constraint (a tool\'s parameters constrain its arguments)'
+            )
+        if plan is not None and plan.banned():
+            kept = tuple((token, bias) for token, bias in config.logit_bias if token not in plan.banned())
+            config = config.replace(logit_bias=kept + tuple((token, -100.0) for token in plan.banned()))
+        prompt_ids = self.prompt_ids(prompt, template=chat_template, tools=tools)
         if _is_empty(prompt_ids, add_bos=info.add_bos):
             raise UsageError(EMPTY_PROMPT)
         context = info.context_length
@@ -343,11 +395,13 @@ class Generator:
         ids = tuple(prompt_ids)
         reuse = self.reuse_prefix
         # made now, so that a constraint this vocabulary cannot express is refused before the call starts
+        enforced = constraint if plan is None or plan.constraint is None else plan.constraint
         mask = (
-            ConstraintMask(constraint, self._vocabulary.tokenizer(eog), info.vocab_size, eog)
-            if constraint is not None
+            ConstraintMask(enforced, self._vocabulary.tokenizer(eog), info.vocab_size, eog)
+            if enforced is not None
             else None
         )
+        token_bytes = self._engine.token_bytes if plan is None else plan.token_bytes(self._engine.token_bytes)
 
         def start(deliver: Callable[[Any], None]) -> Call:
             request = SequenceRequest(
@@ -358,9 +412,7 @@ class Generator:
                 logits_step=LogitsStep.for_call(config, info.vocab_size, mask),
                 reuse_prefix=reuse,
             )
-            text = TextAssembler(
-                self._engine.token_bytes, stops=config.stop, strip_leading_space=info.strip_leading_space
-            )
+            text = TextAssembler(token_bytes, stops=config.stop, strip_leading_space=info.strip_leading_space)
             call = Call(
                 request,
                 text=text,
@@ -369,12 +421,38 @@ class Generator:
                 model=self.model,
                 deliver=deliver,
                 constraint=constraint,
+                tools=plan.reader() if plan is not None else None,
             )
             self._scheduler.submit(call)
             self._calls.add(call)
             return call
 
         return start
+
+    def _conversation(
+        self, prompt: Prompt, template: ChatTemplate, tools: Sequence[Mapping[str, Any]] | None
+    ) -> list[dict[str, str]]:
+        """The checked messages, with the tool definitions on the system message, written out by
+        the documented convention for a template with no tool format of its own."""
+        messages = normalize_messages(prompt)
+        checked = check_tools(tools) if tools is not None else ()
+        if checked:
+            messages = with_tools(messages, definitions_text(checked))
+        return messages if getattr(template, "tool_markup", None) is not None else plain_conversation(messages)
+
+    def _tool_plan(
+        self, tools: Sequence[Mapping[str, Any]] | None, tool_choice: ToolChoiceArg, template: ChatTemplate | None
+    ) -> ToolPlan | None:
+        if tools is None and tool_choice is None:
+            return None
+        if template is None:
+            raise ToolError(RAW_TOOLS)
+        return plan_tools(tools, tool_choice, getattr(template, "tool_markup", None), self._marker_id)
+
+    def _marker_id(self, text: str) -> int | None:
+        """The control token that is ``text`` in this vocabulary, or None (the marker is then text)."""
+        ids = self._engine.tokenize(text, add_bos=False)
+        return ids[0] if len(ids) == 1 and not self._engine.token_bytes(ids[0]) else None
 
     def _on_close(self, call: Call) -> None:
         self._scheduler.wake()

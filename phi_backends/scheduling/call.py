@@ -18,10 +18,13 @@ from ..backend import EngineSequence, SequenceRequest
 from ..constraints import Constraint
 from ..logits import TokenLogprob
 from ..streaming import TextAssembler
+from ..tools.calls import ToolCall
+from ..tools.reader import ToolCallReader
 
 __all__ = ["Call", "Chunk", "Completion", "FinishReason", "Timings", "Usage"]
 
-FinishReason = Literal["stop", "length", "cancelled"]
+#: ``tool_calls``: the model ended its turn after calling tools (:attr:`Completion.tool_calls`)
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Chunk:
     ``logprobs`` (when the call asks for them) holds one entry per token generated since the
     previous chunk, in order; a token whose text is held back (half a character, a possible
     stop string) is reported with the chunk that carries its text, or the last chunk.
+    ``tool_calls`` holds the tool calls completed since the previous chunk (a call with tools).
     """
 
     text: str
@@ -65,6 +69,7 @@ class Chunk:
     usage: Usage | None = None
     timings: Timings | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class Completion:
     #: a constrained call's value, when it ended with ``finish_reason="stop"``: the parsed JSON
     #: (the pydantic instance for a model class), the text for a regex, grammar or choice
     value: Any = field(default=None, repr=False)
+    #: the tools the model called, in order (a call given tools); ``text`` is what it said besides
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 #: What ``deliver`` is given when the Generator ends a call without a result (it was closed).
@@ -102,9 +109,12 @@ class Call:
         model: str,
         deliver: Callable[[Any], None],
         constraint: Constraint | None = None,
+        tools: ToolCallReader | None = None,
     ) -> None:
         self.request = request
         self._constraint = constraint
+        self._tools = tools
+        self._tool_calls: list[ToolCall] = []
         step = request.logits_step
         self._mask = step.mask if step is not None else None
         self.sequence: EngineSequence | None = None
@@ -174,9 +184,14 @@ class Call:
                 self._unsent.append(entry)
         piece = self._add_text(token)
         if piece:
-            self._pieces.append(piece)
-            self.awaited = False  # the reader has an item: it steps the call again (Scheduler.drive)
-            self._deliver(Chunk(piece, logprobs=self._take_logprobs()) if self._logprobs is not None else Chunk(piece))
+            if self._tools is not None:
+                self._read_tools(piece)
+            else:
+                self._pieces.append(piece)
+                self.awaited = False  # the reader has an item: it steps the call again (Scheduler.drive)
+                self._deliver(
+                    Chunk(piece, logprobs=self._take_logprobs()) if self._logprobs is not None else Chunk(piece)
+                )
         if self._text.stopped:
             return self.finish("stop")
         if len(self._generated) >= self.request.budget:
@@ -190,6 +205,12 @@ class Call:
         tail = self._text.finish()
         if self._text.stopped and reason == "length":  # a stop string the matcher could only settle at the end
             reason = "stop"
+        calls: tuple[ToolCall, ...] | None = None
+        if self._tools is not None:
+            tail, calls = self._tools.flush(tail)
+            self._tool_calls += calls
+            if self._tool_calls and reason == "stop":
+                reason = "tool_calls"
         if tail:
             self._pieces.append(tail)
         end = time.perf_counter()
@@ -209,9 +230,17 @@ class Call:
             token_ids=tuple(self._generated),
             logprobs=tuple(self._logprobs) if self._logprobs is not None else None,
             value=self._value(text, reason),
+            tool_calls=tuple(self._tool_calls),
         )
         self.done = True
-        last = Chunk(tail, finish_reason=reason, usage=usage, timings=timings, logprobs=self._take_logprobs())
+        last = Chunk(
+            tail,
+            finish_reason=reason,
+            usage=usage,
+            timings=timings,
+            logprobs=self._take_logprobs(),
+            tool_calls=calls or None,
+        )
         if self.sequence is not None:  # sent by released(): the caller sees the end after the engine's slot is free
             self._held = last
         else:
@@ -232,6 +261,18 @@ class Call:
         """The Generator ends the call without a result (closed while it waited or ran)."""
         self.done = True
         self._deliver(CLOSED)
+
+    def _read_tools(self, piece: str) -> None:
+        """Send what ``piece`` adds to the content, and the tool calls it completes."""
+        assert self._tools is not None
+        text, calls = self._tools.feed(piece)
+        if not text and not calls:
+            return
+        if text:
+            self._pieces.append(text)
+        self._tool_calls += calls
+        self.awaited = False
+        self._deliver(Chunk(text, logprobs=self._take_logprobs(), tool_calls=calls or None))
 
     def _value(self, text: str, reason: FinishReason) -> Any:
         if self._constraint is None or reason != "stop":

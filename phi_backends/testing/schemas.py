@@ -186,3 +186,42 @@ GRAMMARS: list[tuple[str, str]] = [
 ]
 
 CHOICES: list[str] = ["Montreal", "Toronto", "Boston", "New York Rangers"]
+
+#: Function definitions for the tool-call tests, in OpenAI's shape: bounded arguments, so that a
+#: random-weight model's call ends well within ``max_tokens``.
+TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "maxLength": 8},
+                    "unit": {"enum": ["C", "F"]},
+                },
+                "required": ["city", "unit"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99}},
+                "required": ["a"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {"type": "function", "function": {"name": "stop_timer", "description": "No arguments"}},
+]
+#: Each tool's parameters schema, by name (what a call's arguments must validate against).
+TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
+    tool["function"]["name"]: tool["function"].get("parameters", {"type": "object", "additionalProperties": False})
+    for tool in TOOLS
+}

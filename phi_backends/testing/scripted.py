@@ -115,7 +115,8 @@ def _phi3_controls() -> dict[int, str]:
     added = {32000: "<|endoftext|>", 32001: "<|assistant|>", 32006: "<|system|>", 32007: "<|end|>", 32010: "<|user|>"}
     placeholders = [i for i in range(32002, 32011) if i not in added]
     added.update({i: f"<|placeholder{n}|>" for n, i in enumerate(placeholders, 1)})
-    added.update({i: f"<|dummy_{i - 32011}|>" for i in range(32011, 32064)})
+    added.update({32011: "<|tool_call|>", 32012: "<|/tool_call|>"})  # Phi-4-mini's, as the tiny Phi-3 fixture has them
+    added.update({i: f"<|dummy_{i - 32013}|>" for i in range(32013, 32064)})
     return {0: "<unk>", 1: "<s>", 2: "</s>", **dict(sorted(added.items()))}
 
 
