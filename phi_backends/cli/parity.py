@@ -89,6 +89,12 @@ def add_parity_parser(commands: Any) -> None:
         help="score every teacher-forced position with a forward pass, even where a backend's own "
         "greedy run already had that history (slower; the figures are the same up to float ties)",
     )
+    parity.add_argument(
+        "--constrained",
+        action="store_true",
+        help="also answer a built-in constrained prompt set greedily (JSON schemas, a regex, a grammar, a choice, "
+        "a forced tool call) and check the answers are identical on every backend and all parse",
+    )
     parity.add_argument("--json", action="store_true", help="print the whole report as one JSON object")
 
 
@@ -132,6 +138,7 @@ def parity_command(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
             progress=progress,
             score_all=args.score_all,
+            constrained=parity.CONSTRAINED_PROMPTS if args.constrained else (),
         )
     if progress:
         progress("")
@@ -245,6 +252,18 @@ def format_report(report: ParityReport, thresholds: Thresholds) -> str:
         lines.append(
             f"  prompts scored with a forward pass: {scored} (elsewhere each backend's greedy run had the same history)"
         )
+    c = report.constrained
+    if c is not None:
+        lines += [
+            "",
+            f"constrained greedy answers (template {c.template}, up to {c.max_tokens} tokens): identical on every "
+            f"backend for {c.identical}/{len(c.prompts)} (needs {_pct(thresholds.identical)}), "
+            f"{'all parsed' if not c.unparsed else 'not parsed: ' + ', '.join(c.unparsed)}",
+        ]
+        first = next(iter(c.results.values()))
+        for i, (item, result) in enumerate(zip(c.prompts, first, strict=True)):
+            same = len({(rs[i].text, rs[i].finish_reason) for rs in c.results.values()}) == 1
+            lines.append(f"  #{i + 1} {item.kind:<12} {'same' if same else 'DIFFERS'}  {result.text[:60]!r}")
     misses = report.misses(thresholds)
     lines.append("")
     lines.append("passed" if not misses else f"failed: {len(misses)} figure(s) missed their threshold")

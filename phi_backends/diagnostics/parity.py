@@ -18,6 +18,10 @@ model (in each backend's format), and measures on a fixed set of prompts:
    (:class:`~phi_backends.backend.ScoringEngine`). ``score_all=True`` scores every position
    with a forward pass. :attr:`ParityReport.forward_passes` says how many prompts needed one.
 
+4. **Constrained greedy answers**, when asked for (``constrained``, ``phi-backends parity
+   --constrained``; :mod:`.constrained_parity`): a JSON schema, regex, grammar, choice or forced
+   tool call per prompt; the same text on every backend, and every answer parsed.
+
 :meth:`ParityReport.passed` checks the figures against :class:`Thresholds`; ``phi-backends
 parity`` is the command-line face of this module.
 """
@@ -35,11 +39,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from ..errors import PhiBackendsError, UsageError
 from ..sampling import SamplingConfig
 from ..templates import Message, normalize_messages
+from .constrained_parity import CONSTRAINED_PROMPTS, ConstrainedFigure, ConstrainedPrompt, run_constrained
 
 if TYPE_CHECKING:
     from ..generator import Generator
 
 __all__ = [
+    "CONSTRAINED_PROMPTS",
     "PROMPTS",
     "TEMPLATES",
     "Continuation",
@@ -202,6 +208,8 @@ class ParityReport:
     #: per backend, the prompts whose teacher-forced positions needed a forward pass (the others
     #: were all decided by the backend's greedy run on the same history)
     forward_passes: Mapping[str, int] = field(default_factory=dict)
+    #: the constrained prompt set's answers, when it was run
+    constrained: ConstrainedFigure | None = None
 
     @property
     def identical(self) -> int:
@@ -235,6 +243,16 @@ class ParityReport:
                 f"greedy continuations identical on every backend for {self.identical}/{len(self.prompts)} prompts "
                 f"({_pct(self.identical_share)}), needs {_pct(t.identical)}"
             )
+        c = self.constrained
+        if c is not None:
+            share = c.identical / len(c.prompts) if c.prompts else 1.0
+            if share < t.identical:
+                out.append(
+                    f"constrained greedy answers identical on every backend for {c.identical}/{len(c.prompts)} prompts "
+                    f"({_pct(share)}), needs {_pct(t.identical)}"
+                )
+            if c.unparsed:
+                out.append(f"constrained answers that did not parse: {', '.join(c.unparsed)}")
         return out
 
     def passed(self, thresholds: Thresholds | None = None) -> bool:
@@ -290,6 +308,7 @@ class ParityReport:
                 for p in self.pairs
             ],
             "forward_passes": dict(self.forward_passes),
+            "constrained": self.constrained.to_dict() if self.constrained is not None else None,
             "timings": dict(self.timings),
         }
 
@@ -321,6 +340,8 @@ def run_parity(
     max_tokens: int = 64,
     progress: Callable[[str], None] | None = None,
     score_all: bool = False,
+    constrained: Sequence[ConstrainedPrompt] = (),
+    constrained_max_tokens: int = 128,
 ) -> ParityReport:
     """Measure how far the backends in ``generators`` (name -> Generator) agree on ``prompts``.
 
@@ -328,7 +349,8 @@ def run_parity(
     can render. Teacher forcing needs each engine to be a
     :class:`~phi_backends.backend.ScoringEngine` for the prompts where its greedy run does not
     decide every position (all prompts with ``score_all``); a pair where one cannot score
-    gets ``top1_error``.
+    gets ``top1_error``. ``constrained`` prompts (:data:`.constrained_parity.CONSTRAINED_PROMPTS`)
+    are answered greedily under their constraints, up to ``constrained_max_tokens`` each.
     """
     if len(generators) < 2:
         raise UsageError(f"parity needs at least two backends to compare, got {len(generators)}")
@@ -395,6 +417,12 @@ def run_parity(
         timings[f"{name}.teacher_forcing"] = time.perf_counter() - start
 
     pairs = tuple(_pair(a, b, continuations, top1) for a, b in itertools.combinations(names, 2))
+    answers = None
+    if constrained:
+        say("constrained prompt set")
+        start = time.perf_counter()
+        answers = run_constrained(generators, constrained, template=chosen, max_tokens=constrained_max_tokens)
+        timings["constrained"] = time.perf_counter() - start
     return ParityReport(
         backends=names,
         models={name: gen.model for name, gen in generators.items()},
@@ -406,6 +434,7 @@ def run_parity(
         pairs=pairs,
         timings=timings,
         forward_passes=passes,
+        constrained=answers,
     )
 
 

@@ -61,6 +61,23 @@ def test_json_report_on_three_backends(tiny_models: list[str], tmp_path: Path) -
     assert default["pairs"] == report["pairs"]
 
 
+def test_the_constrained_prompt_set_gives_the_same_parsed_answers_on_three_backends(tiny_models: list[str]) -> None:
+    from phi_backends.diagnostics.parity import CONSTRAINED_PROMPTS
+
+    result = run_cli("parity", *models(tiny_models), "--max-tokens", "8", "--constrained", "--json")
+    assert result.returncode == 0, result.stderr
+    constrained = json.loads(result.stdout)["constrained"]
+    assert constrained["identical"] == constrained["total"] == len(CONSTRAINED_PROMPTS)
+    assert constrained["unparsed"] == []
+    kinds = [p["kind"] for p in constrained["prompts"]]
+    assert {"json_schema", "regex", "grammar", "choice", "tool_call"} <= set(kinds)
+    llama = constrained["results"]["llama-cpp"]
+    assert llama[kinds.index("tool_call")]["finish_reason"] == "tool_calls"
+    assert llama[kinds.index("tool_call")]["text"].startswith("get_weather({")
+    text = run_cli("parity", *models(tiny_models), "--max-tokens", "8", "--constrained").stdout
+    assert f"identical on every backend for {len(CONSTRAINED_PROMPTS)}/{len(CONSTRAINED_PROMPTS)}" in text
+
+
 def test_a_missed_figure_exits_1_and_names_it(tiny_phi3: Path, tiny_phi3_onnx: Path, tmp_path: Path) -> None:
     """Two spaces between CJK words: llama.cpp's SentencePiece tokenizer takes '▁▁' (one id), the
     Hugging Face tokenizer of the same vocabulary two '▁' ids. A real difference, reported."""
