@@ -18,42 +18,15 @@ from phi_backends.backend import ModelSource
 from phi_backends.generator import Generator
 from phi_backends.templates import get_template, jinja_template
 from phi_backends.testing import HAIKU, SCRIPT_TEXT, ScriptedBackend, write_script_model
+from phi_backends.testing.schemas import TOOL_SCHEMAS, TOOLS
 from phi_backends.testing.scripted import SMOLLM2_TEMPLATE
 from phi_backends.tools import CONVENTION, PHI4_MINI, ToolCall, ToolCallReader
 from tests.bad_inputs import expect_api_error
 
-SAMPLED = pb.SamplingConfig(temperature=1.0, repeat_penalty=1.0, max_tokens=200, seed=3)
+SAMPLED = pb.SamplingConfig(temperature=1.0, repeat_penalty=1.0, max_tokens=600, seed=3)
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "maxLength": 8},
-                "days": {"type": "integer", "minimum": 1, "maximum": 7},
-            },
-            "required": ["city", "days"],
-            "additionalProperties": False,
-        },
-    },
-}
-ADD = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99}},
-            "required": ["a"],
-            "additionalProperties": False,
-        },
-    },
-}
-TOOLS = [WEATHER, ADD]
-SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}  # type: ignore[index]
+WEATHER, ADD, _ = TOOLS
+SCHEMAS = TOOL_SCHEMAS
 CONVERSATION: list[dict[str, Any]] = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Weather in Oslo?"},
@@ -64,7 +37,7 @@ CONVERSATION: list[dict[str, Any]] = [
             {
                 "id": "call_1",
                 "type": "function",
-                "function": {"name": "get_weather", "arguments": '{"city": "Oslo", "days": 1}'},
+                "function": {"name": "get_weather", "arguments": '{"city": "Oslo", "unit": "C"}'},
             }
         ],
     },
@@ -90,7 +63,7 @@ def test_phi4_mini_renders_tools_calls_and_results_as_its_template_does() -> Non
     conversation = [{**CONVERSATION[0], "tools": definitions}, *CONVERSATION[1:]]
     assert get_template("phi4-mini").render(conversation) == (
         f"<|system|>Be brief.<|tool|>{definitions}<|/tool|><|end|><|user|>Weather in Oslo?<|end|>"
-        '<|assistant|><|tool_call|>[{"name": "get_weather", "arguments": {"city": "Oslo", "days": 1}}]<|/tool_call|><|end|>'
+        '<|assistant|><|tool_call|>[{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "C"}}]<|/tool_call|><|end|>'
         "<|tool|>Snow, -3 C<|end|><|assistant|>"
     )
     assert "<|tool|>[" not in text  # tools are passed to the call, not taken from nowhere
@@ -119,7 +92,7 @@ def test_families_without_a_tool_format_get_the_documented_convention(gen: Gener
     assert text.startswith("<|system|>\nBe brief.\n\nYou can call these functions;")
     assert '[{"name": "add", "parameters": ' in text
     assert (
-        '<|assistant|>\n<tool_call>[{"name": "get_weather", "arguments": {"city": "Oslo", "days": 1}}]</tool_call><|end|>'
+        '<|assistant|>\n<tool_call>[{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "C"}}]</tool_call><|end|>'
         in text
     )
     assert text.endswith("<|user|>\n<tool_response>Snow, -3 C</tool_response><|end|>\n<|assistant|>\n")
@@ -281,7 +254,7 @@ def _function(**fields: Any) -> dict[str, Any]:
         ([_function(parameters={"type": "string"})], None, ("the arguments are a JSON object",), "parameters that are not an object schema"),
         ([_function(parameters=[1])], None, ("parameters of type list",), "parameters that are a list"),
         ([_function(description=3)], None, ("description of type int",), "a description that is a number"),
-        (TOOLS, "search", ("tool_choice names the function 'search'", "get_weather, add"), "tool_choice naming an unknown tool"),
+        (TOOLS, "search", ("tool_choice names the function 'search'", "get_weather, add, stop_timer"), "tool_choice naming an unknown tool"),
         (None, "required", ("no tools are given",), "tool_choice required without tools"),
         (TOOLS, {"type": "function"}, ("is not 'auto', 'none', 'required'",), "tool_choice with no function name"),
         (TOOLS, 3, ("tool_choice must be",), "tool_choice that is a number"),
