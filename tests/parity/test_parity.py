@@ -228,3 +228,19 @@ def test_a_constrained_greedy_call_gives_the_same_text_on_every_engine(generator
         assert reference.finish_reason == "stop", (constraint.source, reference.text)
         if constraint.kind == "json_schema":
             jsonschema.validate(json.loads(reference.text), json.loads(constraint.source))
+
+
+def test_the_constrained_prompt_set_and_a_forced_tool_call_are_the_same_on_every_engine(
+    generators: dict[str, pb.Generator],
+) -> None:
+    """What ``phi-backends parity --constrained`` runs, on SmolLM2's weights (its own template: tools
+    by the documented convention): every answer identical on the three engines, and parsed."""
+    from phi_backends.diagnostics.constrained_parity import run_constrained
+    from phi_backends.diagnostics.parity import CONSTRAINED_PROMPTS
+
+    figure = run_constrained(generators, CONSTRAINED_PROMPTS, template="auto", max_tokens=128)
+    print("\nconstrained parity:", json.dumps(figure.to_dict()["results"]["llama-cpp"]))
+    assert figure.identical == len(CONSTRAINED_PROMPTS), figure.to_dict()["results"]
+    assert figure.unparsed == []
+    tool_call = figure.results["llama-cpp"][-1]
+    assert tool_call.finish_reason == "tool_calls" and tool_call.text.startswith("get_weather(")

@@ -61,10 +61,15 @@ def test_json_report_on_three_backends(tiny_models: list[str], tmp_path: Path) -
     assert default["pairs"] == report["pairs"]
 
 
-def test_the_constrained_prompt_set_gives_the_same_parsed_answers_on_three_backends(tiny_models: list[str]) -> None:
+def test_the_constrained_prompt_set_gives_the_same_parsed_answers_on_three_backends(
+    tiny_models: list[str], tmp_path: Path
+) -> None:
     from phi_backends.diagnostics.parity import CONSTRAINED_PROMPTS
 
-    result = run_cli("parity", *models(tiny_models), "--max-tokens", "8", "--constrained", "--json")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Write a haiku about ice hockey\n", encoding="utf-8")
+    args = [*models(tiny_models), "--prompts", str(prompts), "--max-tokens", "8", "--constrained"]
+    result = run_cli("parity", *args, "--json")
     assert result.returncode == 0, result.stderr
     constrained = json.loads(result.stdout)["constrained"]
     assert constrained["identical"] == constrained["total"] == len(CONSTRAINED_PROMPTS)
@@ -74,7 +79,7 @@ def test_the_constrained_prompt_set_gives_the_same_parsed_answers_on_three_backe
     llama = constrained["results"]["llama-cpp"]
     assert llama[kinds.index("tool_call")]["finish_reason"] == "tool_calls"
     assert llama[kinds.index("tool_call")]["text"].startswith("get_weather({")
-    text = run_cli("parity", *models(tiny_models), "--max-tokens", "8", "--constrained").stdout
+    text = run_cli("parity", *args).stdout
     assert f"identical on every backend for {len(CONSTRAINED_PROMPTS)}/{len(CONSTRAINED_PROMPTS)}" in text
 
 
