@@ -173,6 +173,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("log-probabilities are printed only in the --json output; add --json")
     messages: Any = prompt if args.raw else _messages(prompt, args.system)
     constraint = cli_constraint.read_constraint(args)  # a wrong schema or pattern is refused before loading
+    tools, tool_choice = cli_constraint.read_tools(args)
 
     from ..api import load_with_flags  # imports plugins (and, on load, an engine) only now
 
@@ -180,13 +181,23 @@ def _run(args: argparse.Namespace) -> int:
     with load_with_flags(flags, options, template=template) as gen:
         gen.special_tokens_in_content = args.special_tokens_in_content
         # The configuration's sampling: its [sampling] under the flags, field by field.
-        stream = gen.stream(messages, gen.sampling, template=template, constraint=constraint)
+        stream = gen.stream(
+            messages, gen.sampling, template=template, constraint=constraint, tools=tools, tool_choice=tool_choice
+        )
         previous = signal.signal(signal.SIGINT, lambda *_: _second_interrupt(stream, previous))
         try:
+            written = ""  # the last text written: a tool call goes on a line of its own
             for chunk in stream:
-                if not args.json and chunk.text:
+                if args.json:
+                    continue
+                if chunk.text:
+                    written = chunk.text
                     sys.stdout.write(chunk.text)
-                    sys.stdout.flush()
+                for call in chunk.tool_calls or ():
+                    line = f"tool call: {call.name}({call.arguments})"
+                    sys.stdout.write(line if not written or written.endswith("\n") else "\n" + line)
+                    written = line
+                sys.stdout.flush()
         finally:
             signal.signal(signal.SIGINT, previous)
         result = stream.completion
@@ -223,6 +234,7 @@ def _completion_json(result: Any) -> dict[str, Any]:
         "model": result.model,
         "seed": result.seed,
         **({"value": _jsonable(result.value)} if result.value is not None else {}),
+        **({"tool_calls": [call.openai() for call in result.tool_calls]} if result.tool_calls else {}),
         **({"logprobs": [_logprob_json(entry) for entry in result.logprobs]} if result.logprobs is not None else {}),
     }
 

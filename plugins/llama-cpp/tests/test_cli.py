@@ -167,6 +167,31 @@ def test_run_choice_prints_one_of_them(tiny_phi3: Path) -> None:
     assert result.stdout in ("Boston\n", "Montreal\n")
 
 
+def test_run_tools_prints_the_calls_and_json_gives_them_in_openai_shape(tiny_phi3: Path, tmp_path: Path) -> None:
+    from phi_backends.testing.schemas import TOOL_SCHEMAS, TOOLS
+
+    path = tmp_path / "tools.json"
+    path.write_text(json.dumps(TOOLS), encoding="utf-8")
+    args = ["run", "--model", str(tiny_phi3), "--tools", str(path), "--tool-choice", "add", "--seed", "2"]
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("tool call: add({") and result.stdout.endswith("})\n"), result.stdout
+    data = json.loads(run(*args, "--json").stdout)
+    assert data["finish_reason"] == "tool_calls" and data["text"] == ""
+    (call,) = data["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_") and call["function"]["name"] == "add"
+    import jsonschema
+
+    jsonschema.validate(json.loads(call["function"]["arguments"]), TOOL_SCHEMAS["add"])
+    wrong = run("run", "--model", "./missing.gguf", "--tools", str(path), "--tool-choice", "search")
+    expect_cli_error(
+        wrong, 2, "tool_choice names the function 'search'", what="--tool-choice naming no tool in --tools"
+    )
+    path.write_text("[{", encoding="utf-8")
+    broken = run("run", "--model", "./missing.gguf", "--tools", str(path))
+    expect_cli_error(broken, 2, "is not JSON", what="--tools naming a file that is not JSON")
+
+
 def test_run_bad_schema_file_is_one_line_before_loading(tmp_path: Path) -> None:
     path = tmp_path / "schema.json"
     path.write_text('{"type": "objekt"}', encoding="utf-8")
@@ -199,6 +224,9 @@ def test_run_bad_schema_file_is_one_line_before_loading(tmp_path: Path) -> None:
         ("--grammar naming a file that does not exist", ["--grammar", "./missing.lark"], ["grammar file", "no such file"]),
         ("--json-schema naming a file that does not exist", ["--json-schema", "./missing.json"], ["JSON schema file", "no such file"]),
         ("--regex and --choice together", ["--regex", "a", "--choice", "b"], ["not allowed with"]),
+        ("--tools naming a file that does not exist", ["--tools", "./missing.json"], ["tools file", "no such file"]),
+        ("--tool-choice required without --tools", ["--tool-choice", "required"], ["no tools are given"]),
+        ("--tools with --raw", ["--raw", "--tools", "./missing.json"], ["--tools needs a chat template"]),
     ],
 )  # fmt: skip
 def test_usage_errors_exit_2(smollm2: Path, what: str, args: list[str], needles: list[str]) -> None:
