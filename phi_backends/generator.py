@@ -235,12 +235,15 @@ class Generator:
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
+        return self._prompt_ids(prompt, chat_template, _definitions(tools, chat_template))
+
+    def _prompt_ids(self, prompt: Prompt, chat_template: ChatTemplate | None, definitions: str | None) -> list[int]:
         add_bos = self.info.add_bos
         if chat_template is None or self.special_tokens_in_content:
-            text = self.render(prompt, template=chat_template, tools=tools)
+            text = self._render(prompt, chat_template, definitions)
             _check_encodable(text)
             return self._engine.tokenize(text, add_bos=add_bos)
-        messages = self._conversation(prompt, chat_template, tools)
+        messages = self._conversation(prompt, chat_template, definitions)
         for message in messages:  # the markup is the template's; only contents can hold lone surrogates
             for key, text in message.items():
                 if key != "role":
@@ -252,9 +255,10 @@ class Generator:
     ) -> str:
         """The prompt text after the chat template (without the BOS token the tokenizer adds)."""
         chat_template = template if isinstance(template, ChatTemplate) else self._template_for(template)
+        return self._render(prompt, chat_template, _definitions(tools, chat_template))
+
+    def _render(self, prompt: Prompt, chat_template: ChatTemplate | None, definitions: str | None) -> str:
         if chat_template is None:
-            if tools is not None:
-                raise ToolError(RAW_TOOLS)
             if not isinstance(prompt, str):
                 what = (
                     "messages"
@@ -263,7 +267,7 @@ class Generator:
                 )
                 raise UsageError(f"raw mode (template=None) takes a str prompt, not {what}")
             return prompt
-        return chat_template.render(self._conversation(prompt, chat_template, tools), add_generation_prompt=True)
+        return chat_template.render(self._conversation(prompt, chat_template, definitions), add_generation_prompt=True)
 
     @property
     def can_score(self) -> bool:
@@ -378,10 +382,11 @@ class Generator:
                 "a call cannot have both a constraint and tools the model may call; "
                 'pass tool_choice="none", or leave out the constraint (a tool\'s parameters constrain its arguments)'
             )
-        if plan is not None and plan.banned():
-            kept = tuple((token, bias) for token, bias in config.logit_bias if token not in plan.banned())
-            config = config.replace(logit_bias=kept + tuple((token, -100.0) for token in plan.banned()))
-        prompt_ids = self.prompt_ids(prompt, template=chat_template, tools=tools)
+        banned = plan.banned() if plan is not None else ()
+        if banned:  # tool_choice="none": the call's logit_bias bans the marker that opens a call
+            kept = tuple((token, bias) for token, bias in config.logit_bias if token not in banned)
+            config = config.replace(logit_bias=kept + tuple((token, -100.0) for token in banned))
+        prompt_ids = self._prompt_ids(prompt, chat_template, plan.definitions if plan is not None else None)
         if _is_empty(prompt_ids, add_bos=info.add_bos):
             raise UsageError(EMPTY_PROMPT)
         context = info.context_length
@@ -429,15 +434,12 @@ class Generator:
 
         return start
 
-    def _conversation(
-        self, prompt: Prompt, template: ChatTemplate, tools: Sequence[Mapping[str, Any]] | None
-    ) -> list[dict[str, str]]:
-        """The checked messages, with the tool definitions on the system message, written out by
-        the documented convention for a template with no tool format of its own."""
+    def _conversation(self, prompt: Prompt, template: ChatTemplate, definitions: str | None) -> list[dict[str, str]]:
+        """The checked messages, with the tool definitions (JSON text) on the system message,
+        written out by the documented convention for a template with no tool format of its own."""
         messages = normalize_messages(prompt)
-        checked = check_tools(tools) if tools is not None else ()
-        if checked:
-            messages = with_tools(messages, definitions_text(checked))
+        if definitions is not None:
+            messages = with_tools(messages, definitions)
         return messages if getattr(template, "tool_markup", None) is not None else plain_conversation(messages)
 
     def _tool_plan(
@@ -485,6 +487,16 @@ class Generator:
                     ids.add(token[0])
             self._eog_cache[key] = frozenset(ids)
         return self._eog_cache[key]
+
+
+def _definitions(tools: Sequence[Mapping[str, Any]] | None, template: ChatTemplate | None) -> str | None:
+    """The definitions of ``tools`` as the prompt shows them (None for no tools), checked."""
+    if tools is None:
+        return None
+    if template is None:
+        raise ToolError(RAW_TOOLS)
+    checked = check_tools(tools)
+    return definitions_text(checked) if checked else None
 
 
 def _is_empty(prompt_ids: Sequence[int], *, add_bos: bool) -> bool:
