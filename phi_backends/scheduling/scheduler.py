@@ -59,6 +59,12 @@ class Scheduler:
     def max_sequences(self) -> int:
         return self._max_sequences
 
+    @property
+    def load(self) -> tuple[int, int]:
+        """How many calls hold an engine sequence now, and how many wait for one."""
+        with self._cond:
+            return len(self._running), len(self._waiting)
+
     def submit(self, call: Call) -> None:
         """Queue ``call``; it starts as soon as a slot (and KV room) is free."""
         with self._cond:
