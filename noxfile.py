@@ -55,6 +55,11 @@ TEST_DEPS = [
     "numpy>=1.24",
     "jsonschema>=4",
     "pydantic>=2",
+    # phi-backends serve, and the real clients its tests use
+    "fastapi>=0.110",
+    "uvicorn>=0.29",
+    "openai>=1.40",
+    "httpx>=0.27",
 ]
 #: Test folders that need every engine installed: run by the parity and reliability sessions only.
 CROSS_BACKEND = ("parity", "reliability")
@@ -116,7 +121,18 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy", "pytest", "pluggy", "jinja2", "numpy", "huggingface-hub", "llguidance", "types-jsonschema")
+    session.install(
+        "mypy",
+        "pytest",
+        "pluggy",
+        "jinja2",
+        "numpy",
+        "huggingface-hub",
+        "llguidance",
+        "types-jsonschema",
+        "fastapi",
+        "uvicorn",
+    )
     # mlx ships type stubs, so the MLX plugin is checked against them (mlx-lm and
     # onnxruntime-genai have none; mypy is told not to follow them).
     session.install(*MLX_CORE)

@@ -20,6 +20,7 @@ from . import constraint as cli_constraint
 from . import models as cli_models
 from . import output
 from . import parity as cli_parity
+from . import serve as cli_serve
 from .args import SEED_PROMPT, Parser
 
 __all__ = ["SEED_PROMPT", "build_parser", "main"]
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_models.add_parsers(commands)  # pull, models, rm
     cli_bench.add_parser(commands)
     cli_parity.add_parity_parser(commands)
+    cli_serve.add_parser(commands)
     return parser
 
 
@@ -131,6 +133,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return cli_bench.command(args)
     if args.command == "config":
         return cli_config.command(args)
+    if args.command == cli_serve.COMMAND:
+        return cli_serve.command(args)
     if args.command == "parity":
         return cli_parity.parity_command(args)
     parser.print_help()

@@ -1,0 +1,196 @@
+"""``phi_backends.server`` through the real ``openai`` client against the real app under uvicorn on
+127.0.0.1 (started and stopped here), on the scripted tiny Phi-3 (greedy answers the script;
+backends run the same app: plugins' tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import jsonschema
+import openai
+import pytest
+import uvicorn
+
+from phi_backends.backend import ModelSource
+from phi_backends.generator import Generator
+from phi_backends.server import create_app
+from phi_backends.templates import get_template
+from phi_backends.testing import SCRIPT_TEXT, ScriptedBackend, write_script_model
+from phi_backends.testing.schemas import TOOL_SCHEMAS, TOOLS
+
+KEY = "sk-test-key"
+USER = [{"role": "user", "content": "Write a haiku about ice hockey"}]
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generator]:
+    tiny = write_script_model(tmp_path_factory.mktemp("server") / "tiny-phi3.json", "tiny_phi3")
+    engine = ScriptedBackend().load(ModelSource(path=tiny, format="script", name=tiny.name), {"max_sequences": 4})
+    with Generator(engine, backend="scripted", model=tiny.name, template=get_template("phi3")) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def base_url(gen: Generator) -> Iterator[str]:
+    server = uvicorn.Server(
+        uvicorn.Config(create_app({"tiny": gen}, api_keys=[KEY]), host="127.0.0.1", port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url + "/v1", api_key=KEY, max_retries=0)
+
+
+def test_models_and_health(client: openai.OpenAI, base_url: str) -> None:
+    assert [m.id for m in client.models.list()] == ["tiny"]
+    assert httpx.get(base_url + "/health").json() == {"status": "ok"}  # open without a key
+
+
+def test_a_greedy_chat_answers_the_script_with_usage(client: openai.OpenAI, gen: Generator) -> None:
+    out = client.chat.completions.create(model="tiny", messages=USER, temperature=0)  # type: ignore[arg-type]
+    choice = out.choices[0]
+    assert (choice.message.content, choice.finish_reason, choice.message.role) == (SCRIPT_TEXT, "stop", "assistant")
+    alone = gen.generate(USER, gen.sampling.replace(temperature=0, max_tokens=4096)).usage
+    assert out.usage is not None
+    assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (alone.prompt_tokens, alone.completion_tokens)
+    assert out.system_fingerprint == "phi-backends:scripted:tiny-phi3.json" and out.model == "tiny"
+
+
+def test_streaming_gives_the_same_text_and_usage_last(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=USER,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == SCRIPT_TEXT
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert not chunks[-1].choices and chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+
+
+def test_seeds_reproduce_and_differ_and_stops_cut(client: openai.OpenAI) -> None:
+    def text(**fields: object) -> str:
+        out = client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, **fields)  # type: ignore[arg-type, call-overload]
+        return str(out.choices[0].message.content)
+
+    assert text(seed=5) == text(seed=5) != text(seed=6)
+    assert text(temperature=0, stop=["hockey"]) == "Ice "
+    assert text(temperature=0, max_completion_tokens=2) == SCRIPT_TEXT[:2]  # byte tokens: one character each
+
+
+def test_response_format_json_schema_validates(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"goals": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["goals"],
+        "additionalProperties": False,
+    }
+    out = client.chat.completions.create(
+        model="tiny", messages=USER, seed=3, max_tokens=60,  # type: ignore[arg-type]
+        response_format={"type": "json_schema", "json_schema": {"name": "score", "schema": schema}},
+    )  # fmt: skip
+    jsonschema.validate(json.loads(out.choices[0].message.content or ""), schema)
+
+
+def test_tool_calls_with_a_named_tool_choice_streamed_and_not(client: openai.OpenAI) -> None:
+    fields = {
+        "tools": TOOLS,
+        "tool_choice": {"type": "function", "function": {"name": "add"}},
+        "seed": 2,
+        "max_tokens": 300,
+    }
+    out = client.chat.completions.create(model="tiny", messages=USER, **fields)  # type: ignore[arg-type, call-overload]
+    choice = out.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.function.name == "add" and call.id.startswith("call_")  # type: ignore[union-attr]
+    jsonschema.validate(json.loads(call.function.arguments), TOOL_SCHEMAS["add"])  # type: ignore[union-attr]
+    chunks = list(client.chat.completions.create(model="tiny", messages=USER, stream=True, **fields))  # type: ignore[arg-type, call-overload]
+    deltas = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
+    assert [(d.index, d.function.name, d.function.arguments) for d in deltas] == [(0, "add", call.function.arguments)]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "needle"),
+    [
+        ({"model": "gpt-4o"}, 404, "model 'gpt-4o' is not served here"),
+        ({"n": 2}, 400, "n must be 1"),
+        ({"extra_body": {"mirostat": 2}}, 400, "mirostat is not a field"),
+        ({"temperature": -1}, 400, "temperature"),
+        ({"tools": TOOLS, "tool_choice": "search"}, 400, "tool_choice names the function 'search'"),
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, 400, "has name 'a b'"),
+        ({"logit_bias": {"99999999": 5}}, 400, "logit_bias names token id 99999999"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "only text parts"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}}, 400, "JSON schema is not valid"),
+        ({"messages": [{"role": "user", "content": "x " * 5000}]}, 400, "context window"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_their_status_and_the_server_keeps_serving(
+    client: openai.OpenAI, fields: dict[str, object], status: int, needle: str
+) -> None:
+    request = {"model": "tiny", "messages": USER, **fields}
+    for stream in (False, True):
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(stream=stream, **request)  # type: ignore[call-overload]
+        assert caught.value.status_code == status and needle in caught.value.message, caught.value.message
+    assert (
+        client.chat.completions.create(model="tiny", messages=USER, temperature=0).choices[0].message.content
+        == SCRIPT_TEXT
+    )  # type: ignore[arg-type]
+
+
+def test_a_wrong_key_a_malformed_body_and_a_wrong_path(base_url: str) -> None:
+    wrong = openai.OpenAI(base_url=base_url + "/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    reply = httpx.post(base_url + "/v1/chat/completions", content=b"{not json", headers=headers)
+    assert reply.status_code == 400 and reply.json()["error"]["type"] == "invalid_request_error"
+    reply = httpx.get(base_url + "/v1/nothing", headers=headers)
+    assert reply.status_code == 404 and "error" in reply.json()
+
+
+def test_concurrent_async_clients_each_get_their_own_text(base_url: str) -> None:
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=base_url + "/v1", api_key=KEY, max_retries=0)
+
+        async def one(seed: int) -> str:
+            out = await client.chat.completions.create(model="tiny", messages=USER, seed=seed, max_tokens=10)  # type: ignore[arg-type]
+            return str(out.choices[0].message.content)
+
+        return await asyncio.gather(*(one(seed) for seed in (1, 2, 3, 4, 1)))
+
+    texts = asyncio.run(main())
+    assert texts[0] == texts[4] and len(set(texts[:4])) == 4
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_sequence(client: openai.OpenAI, gen: Generator) -> None:
+    stream = client.chat.completions.create(model="tiny", messages=USER, max_tokens=2000, seed=1, stream=True)  # type: ignore[arg-type]
+    for _ in zip(range(3), stream, strict=False):
+        pass
+    stream.close()
+    deadline = time.monotonic() + 10
+    while gen._scheduler.load != (0, 0) and time.monotonic() < deadline:  # what the server still holds
+        time.sleep(0.02)
+    assert gen._scheduler.load == (0, 0)
