@@ -269,6 +269,10 @@ class Generator:
             return prompt
         return chat_template.render(self._conversation(prompt, chat_template, definitions), add_generation_prompt=True)
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of one token of this model's vocabulary (``b""`` for a control token)."""
+        return self._engine.token_bytes(token_id)
+
     @property
     def can_score(self) -> bool:
         """Whether :meth:`score` works: the engine is a :class:`~phi_backends.backend.ScoringEngine`."""

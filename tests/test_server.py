@@ -99,6 +99,19 @@ def test_seeds_reproduce_and_differ_and_stops_cut(client: openai.OpenAI) -> None
     assert text(temperature=0, max_completion_tokens=2) == SCRIPT_TEXT[:2]  # byte tokens: one character each
 
 
+def test_logprobs_spell_the_text_streamed_and_not(client: openai.OpenAI) -> None:
+    fields = {"temperature": 0, "logprobs": True, "top_logprobs": 3}
+    out = client.chat.completions.create(model="tiny", messages=USER, **fields)  # type: ignore[arg-type, call-overload]
+    content = out.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content and "".join(e.token for e in content) == SCRIPT_TEXT
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3 and entry.top_logprobs[0].token == entry.token
+        assert bytes(entry.bytes or ()).decode() == entry.token
+    chunks = client.chat.completions.create(model="tiny", messages=USER, stream=True, **fields)  # type: ignore[arg-type, call-overload]
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content or ()]
+    assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in content]
+
+
 def test_response_format_json_schema_validates(client: openai.OpenAI) -> None:
     schema = {
         "type": "object",
@@ -136,6 +149,8 @@ def test_tool_calls_with_a_named_tool_choice_streamed_and_not(client: openai.Ope
     [
         ({"model": "gpt-4o"}, 404, "model 'gpt-4o' is not served here"),
         ({"n": 2}, 400, "n must be 1"),
+        ({"top_logprobs": 2}, 400, "top_logprobs needs logprobs"),
+        ({"logprobs": True, "top_logprobs": 30}, 400, "top_logprobs"),
         ({"extra_body": {"mirostat": 2}}, 400, "mirostat is not a field"),
         ({"temperature": -1}, 400, "temperature"),
         ({"tools": TOOLS, "tool_choice": "search"}, 400, "tool_choice names the function 'search'"),

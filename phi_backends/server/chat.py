@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..constraints import Constraint
 from ..errors import PhiBackendsError
 from ..generator import AsyncStream, Chunk, Completion, Generator
+from ..logits import TokenLogprob
 from ..tools import ToolCall
 from .errors import APIError, error_body, status_of
 
@@ -73,8 +74,8 @@ def call_arguments(request: ChatRequest, gen: Generator) -> dict[str, Any]:
     """The Generator call the request asks for: its messages, SamplingConfig, constraint and tools."""
     if request.n not in (None, 1):
         raise _refuse("n", "must be 1 here: several choices per request are not served yet")
-    if request.logprobs or request.top_logprobs:
-        raise _refuse("logprobs", "are not served yet; leave logprobs and top_logprobs out")
+    if request.top_logprobs is not None and not request.logprobs:
+        raise _refuse("top_logprobs", "needs logprobs: true")
     for name in ("frequency_penalty", "presence_penalty"):
         if getattr(request, name) not in (None, 0, 0.0):
             raise _refuse(
@@ -92,6 +93,8 @@ def call_arguments(request: ChatRequest, gen: Generator) -> dict[str, Any]:
         "seed": request.seed,
         "stop": request.stop,
         "logit_bias": request.logit_bias,
+        "logprobs": request.logprobs,
+        "top_logprobs": request.top_logprobs,
     }
     # the server's defaults (the config's [sampling], serve's flags) for what the request leaves
     # out, but max_tokens: as OpenAI's API, as many as the context has room for
@@ -160,6 +163,19 @@ def _usage(out: Completion) -> dict[str, Any]:
     }
 
 
+def _logprobs(entries: tuple[TokenLogprob, ...] | None, gen: Generator) -> dict[str, Any] | None:
+    """OpenAI's ``logprobs`` of a choice: per token its text, log-probability, bytes and the most likely."""
+    if entries is None:
+        return None
+
+    def one(token: int, logprob: float) -> dict[str, Any]:
+        data = gen.token_bytes(token)
+        return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data)}
+
+    content = [{**one(e.token, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]} for e in entries]
+    return {"content": content, "refusal": None}
+
+
 def chat_response(out: Completion, gen: Generator, model: str) -> dict[str, Any]:
     """The ``chat.completion`` object for a finished call."""
     message: dict[str, Any] = {"role": "assistant", "content": out.text if out.text or not out.tool_calls else None}
@@ -171,7 +187,14 @@ def chat_response(out: Completion, gen: Generator, model: str) -> dict[str, Any]
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": _fingerprint(gen),
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": out.finish_reason}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": _logprobs(out.logprobs, gen),
+                "finish_reason": out.finish_reason,
+            }
+        ],
         "usage": _usage(out),
     }
 
@@ -200,8 +223,8 @@ async def chat_events(
         "system_fingerprint": _fingerprint(gen),
     }
 
-    def event(delta: dict[str, Any], finish: str | None = None) -> str:
-        body = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    def event(delta: dict[str, Any], finish: str | None = None, logprobs: dict[str, Any] | None = None) -> str:
+        body = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
         if include_usage:
             body["usage"] = None
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
@@ -221,8 +244,8 @@ async def chat_events(
             if chunk.tool_calls:
                 delta["tool_calls"] = [_call_delta(calls + i, call) for i, call in enumerate(chunk.tool_calls)]
                 calls += len(chunk.tool_calls)
-            if delta:
-                yield event(delta)
+            if delta or chunk.logprobs:
+                yield event(delta, logprobs=_logprobs(chunk.logprobs, gen) if chunk.logprobs else None)
             if chunk.finish_reason is not None:
                 yield event({}, chunk.finish_reason)
         out = stream.completion
