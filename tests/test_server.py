@@ -112,6 +112,31 @@ def test_logprobs_spell_the_text_streamed_and_not(client: openai.OpenAI) -> None
     assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in content]
 
 
+def test_n_choices_run_as_sequences_with_seeds_in_turn(client: openai.OpenAI) -> None:
+    fields = {"n": 3, "seed": 11, "max_tokens": 8}
+    out = client.chat.completions.create(model="tiny", messages=USER, **fields)  # type: ignore[arg-type, call-overload]
+    texts = [c.message.content for c in sorted(out.choices, key=lambda c: c.index)]
+    assert len(set(texts)) == 3 and [c.index for c in out.choices] == [0, 1, 2]
+    second = client.chat.completions.create(model="tiny", messages=USER, **{**fields, "n": 1, "seed": 12})  # type: ignore[arg-type, call-overload]
+    assert second.choices[0].message.content == texts[1]  # choice i has seed + i
+    assert out.usage is not None and second.usage is not None
+    assert out.usage.prompt_tokens == second.usage.prompt_tokens and out.usage.completion_tokens == 3 * 8
+    chunks = client.chat.completions.create(
+        model="tiny", messages=USER, stream=True, stream_options={"include_usage": True}, **fields
+    )  # type: ignore[arg-type, call-overload]
+    streamed = ["", "", ""]
+    finishes = []
+    usage = None
+    for chunk in chunks:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes.append(choice.index)
+    assert streamed == texts and sorted(finishes) == [0, 1, 2]
+    assert usage is not None and usage.completion_tokens == 3 * 8
+
+
 def test_response_format_json_schema_validates(client: openai.OpenAI) -> None:
     schema = {
         "type": "object",
@@ -148,7 +173,7 @@ def test_tool_calls_with_a_named_tool_choice_streamed_and_not(client: openai.Ope
     ("fields", "status", "needle"),
     [
         ({"model": "gpt-4o"}, 404, "model 'gpt-4o' is not served here"),
-        ({"n": 2}, 400, "n must be 1"),
+        ({"n": 9}, 400, "n must be 1 to 8"),
         ({"top_logprobs": 2}, 400, "top_logprobs needs logprobs"),
         ({"logprobs": True, "top_logprobs": 30}, 400, "top_logprobs"),
         ({"extra_body": {"mirostat": 2}}, 400, "mirostat is not a field"),

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..errors import PhiBackendsError
 from ..generator import Generator
-from .chat import ChatRequest, call_arguments, chat_events, chat_response, open_stream
+from .chat import ChatRequest, call_arguments, chat_events, chat_response, open_streams
 from .errors import APIError, error_body, status_of
 
 __all__ = ["create_app"]
@@ -78,16 +78,16 @@ def create_app(models: Mapping[str, Generator], *, api_keys: Sequence[str] = ())
                 404, f"model {body.model!r} is not served here; GET /v1/models lists: {', '.join(models)}",
                 param="model", code="model_not_found",
             )  # fmt: skip
-        arguments = call_arguments(body, gen)
+        calls = call_arguments(body, gen)
         if body.stream:
-            stream, first = await open_stream(gen, arguments)
+            opened = await open_streams(gen, calls)
             include = body.stream_options is not None and body.stream_options.include_usage
-            events = chat_events(gen, stream, first, body.model, include_usage=include)
+            events = chat_events(gen, opened, body.model, include_usage=include)
             return StreamingResponse(events, media_type="text/event-stream")
-        out = await _unless_gone(request, gen.agenerate(**arguments))
-        if out is None:
+        outs = await _unless_gone(request, asyncio.gather(*(gen.agenerate(**arguments) for arguments in calls)))
+        if outs is None:
             return JSONResponse(error_body("the client closed the connection", 499), status_code=499)
-        return chat_response(out, gen, body.model)
+        return chat_response(outs, gen, body.model)
 
     return app
 

@@ -10,10 +10,11 @@ tokens as the context has room for.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +26,7 @@ from ..logits import TokenLogprob
 from ..tools import ToolCall
 from .errors import APIError, error_body, status_of
 
-__all__ = ["ChatRequest", "call_arguments", "chat_events", "chat_response", "open_stream"]
+__all__ = ["MAX_CHOICES", "ChatRequest", "call_arguments", "chat_events", "chat_response", "open_streams"]
 
 
 class StreamOptions(BaseModel):
@@ -66,14 +67,21 @@ class ChatRequest(BaseModel):
     repeat_last_n: int | None = None
 
 
+#: The most choices one request may ask for (``n``): each is a sequence of its own.
+MAX_CHOICES = 8
+
+
 def _refuse(field: str, why: str) -> APIError:
     return APIError(400, f"{field} {why}", param=field)
 
 
-def call_arguments(request: ChatRequest, gen: Generator) -> dict[str, Any]:
-    """The Generator call the request asks for: its messages, SamplingConfig, constraint and tools."""
-    if request.n not in (None, 1):
-        raise _refuse("n", "must be 1 here: several choices per request are not served yet")
+def call_arguments(request: ChatRequest, gen: Generator) -> list[dict[str, Any]]:
+    """The Generator calls the request asks for, one per choice (``n``): messages, SamplingConfig,
+    constraint and tools. With a seed, choice ``i`` uses ``seed + i`` (mod 2**32), so the choices
+    differ and the whole answer reproduces."""
+    n = 1 if request.n is None else request.n
+    if not 1 <= n <= MAX_CHOICES:
+        raise _refuse("n", f"must be 1 to {MAX_CHOICES}, got {n}")
     if request.top_logprobs is not None and not request.logprobs:
         raise _refuse("top_logprobs", "needs logprobs: true")
     for name in ("frequency_penalty", "presence_penalty"):
@@ -100,13 +108,14 @@ def call_arguments(request: ChatRequest, gen: Generator) -> dict[str, Any]:
     # out, but max_tokens: as OpenAI's API, as many as the context has room for
     limit = request.max_completion_tokens or request.max_tokens or gen.info.context_length
     config = gen.sampling.replace(max_tokens=limit, **{k: v for k, v in given.items() if v is not None})
-    return {
+    common = {
         "prompt": [_message(i, m) for i, m in enumerate(request.messages)],
-        "config": config,
         "constraint": _response_format(request.response_format),
         "tools": request.tools,
         "tool_choice": request.tool_choice,
     }
+    seed = config.seed
+    return [{**common, "config": config if seed is None else config.replace(seed=(seed + i) % 2**32)} for i in range(n)]
 
 
 def _message(index: int, message: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,13 +162,15 @@ def _fingerprint(gen: Generator) -> str:
     return f"phi-backends:{gen.backend}:{gen.model}"
 
 
-def _usage(out: Completion) -> dict[str, Any]:
-    usage = out.usage
+def _usage(outs: Sequence[Completion]) -> dict[str, Any]:
+    """The request's usage: the prompt once (every choice has the same), the completions summed."""
+    prompt = outs[0].usage.prompt_tokens
+    completion = sum(out.usage.completion_tokens for out in outs)
     return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": outs[0].usage.cached_tokens},
     }
 
 
@@ -176,45 +187,53 @@ def _logprobs(entries: tuple[TokenLogprob, ...] | None, gen: Generator) -> dict[
     return {"content": content, "refusal": None}
 
 
-def chat_response(out: Completion, gen: Generator, model: str) -> dict[str, Any]:
-    """The ``chat.completion`` object for a finished call."""
+def _choice(index: int, out: Completion, gen: Generator) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": out.text if out.text or not out.tool_calls else None}
     if out.tool_calls:
         message["tool_calls"] = [call.openai() for call in out.tool_calls]
+    logprobs = _logprobs(out.logprobs, gen)
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": out.finish_reason}
+
+
+def chat_response(outs: Sequence[Completion], gen: Generator, model: str) -> dict[str, Any]:
+    """The ``chat.completion`` object for the finished calls, one choice each."""
     return {
         "id": "chatcmpl-" + uuid.uuid4().hex,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": _fingerprint(gen),
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": _logprobs(out.logprobs, gen),
-                "finish_reason": out.finish_reason,
-            }
-        ],
-        "usage": _usage(out),
+        "choices": [_choice(i, out, gen) for i, out in enumerate(outs)],
+        "usage": _usage(outs),
     }
 
 
-async def open_stream(gen: Generator, arguments: dict[str, Any]) -> tuple[AsyncStream, Chunk]:
-    """Start a streamed call and read its first chunk, so that what is wrong with the prompt (a
-    template, the context length, a tool) is an error status, not an event after a 200."""
-    stream = gen.astream(**arguments)
+Opened = tuple[AsyncStream, Chunk]
+
+
+async def open_streams(gen: Generator, calls: Sequence[dict[str, Any]]) -> list[Opened]:
+    """Start the streamed calls and read each one's first chunk, so that what is wrong with the
+    prompt (a template, the context length, a tool) is an error status, not an event after a 200."""
+    started: list[AsyncStream] = []
+    opened: list[Opened] = []
     try:
-        return stream, await stream.__anext__()
+        for arguments in calls:
+            stream = gen.astream(**arguments)
+            started.append(stream)
+            opened.append((stream, await stream.__anext__()))
     except BaseException:
-        await stream.aclose()
+        for stream in started:
+            await stream.aclose()
         raise
+    return opened
 
 
 async def chat_events(
-    gen: Generator, stream: AsyncStream, first: Chunk, model: str, *, include_usage: bool
+    gen: Generator, opened: Sequence[Opened], model: str, *, include_usage: bool
 ) -> AsyncIterator[str]:
-    """The server-sent events of a streamed call whose first chunk is ``first``. A client that goes
-    away cancels this generator, which closes the call (its sequence is freed within one step)."""
+    """The server-sent events of streamed calls (one per choice), as their chunks come. A client
+    that goes away cancels this generator, which closes every call (each sequence is freed within
+    one step)."""
     head = {
         "id": "chatcmpl-" + uuid.uuid4().hex,
         "object": "chat.completion.chunk",
@@ -223,40 +242,59 @@ async def chat_events(
         "system_fingerprint": _fingerprint(gen),
     }
 
-    def event(delta: dict[str, Any], finish: str | None = None, logprobs: dict[str, Any] | None = None) -> str:
-        body = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+    def event(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
+        body = {**head, "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
         if include_usage:
             body["usage"] = None
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-    async def chunks() -> AsyncIterator[Chunk]:
-        yield first
-        async for chunk in stream:
-            yield chunk
+    queue: asyncio.Queue[tuple[int, Chunk | PhiBackendsError | None]] = asyncio.Queue()
 
-    calls = 0
+    async def read(index: int, stream: AsyncStream, first: Chunk) -> None:
+        try:
+            await queue.put((index, first))
+            async for chunk in stream:
+                await queue.put((index, chunk))
+            await queue.put((index, None))
+        except PhiBackendsError as exc:
+            await queue.put((index, exc))
+
+    readers = [asyncio.ensure_future(read(i, stream, first)) for i, (stream, first) in enumerate(opened)]
+    calls = [0] * len(opened)
     try:
-        yield event({"role": "assistant", "content": ""})
-        async for chunk in chunks():
+        for index in range(len(opened)):
+            yield event(index, {"role": "assistant", "content": ""})
+        left = len(opened)
+        while left:
+            index, item = await queue.get()
+            if item is None:
+                left -= 1
+                continue
+            if isinstance(item, PhiBackendsError):  # the engine failed mid-stream: one error event, then the end
+                status, code = status_of(item)
+                yield f"data: {json.dumps(error_body(str(item), status, code=code))}\n\n"
+                return
             delta: dict[str, Any] = {}
-            if chunk.text:
-                delta["content"] = chunk.text
-            if chunk.tool_calls:
-                delta["tool_calls"] = [_call_delta(calls + i, call) for i, call in enumerate(chunk.tool_calls)]
-                calls += len(chunk.tool_calls)
-            if delta or chunk.logprobs:
-                yield event(delta, logprobs=_logprobs(chunk.logprobs, gen) if chunk.logprobs else None)
-            if chunk.finish_reason is not None:
-                yield event({}, chunk.finish_reason)
-        out = stream.completion
-        if include_usage and out is not None:
-            yield f"data: {json.dumps({**head, 'choices': [], 'usage': _usage(out)})}\n\n"
+            if item.text:
+                delta["content"] = item.text
+            if item.tool_calls:
+                delta["tool_calls"] = [_call_delta(calls[index] + i, call) for i, call in enumerate(item.tool_calls)]
+                calls[index] += len(item.tool_calls)
+            if delta or item.logprobs:
+                yield event(index, delta, logprobs=_logprobs(item.logprobs, gen) if item.logprobs else None)
+            if item.finish_reason is not None:
+                yield event(index, {}, item.finish_reason)
+        outs = [stream.completion for stream, _ in opened]
+        finished = [out for out in outs if out is not None]
+        if include_usage and len(finished) == len(outs):
+            yield f"data: {json.dumps({**head, 'choices': [], 'usage': _usage(finished)})}\n\n"
         yield "data: [DONE]\n\n"
-    except PhiBackendsError as exc:  # the engine failed mid-stream: one error event, then the end
-        status, code = status_of(exc)
-        yield f"data: {json.dumps(error_body(str(exc), status, code=code))}\n\n"
     finally:
-        await stream.aclose()
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for stream, _ in opened:
+            await stream.aclose()
 
 
 def _call_delta(index: int, call: ToolCall) -> dict[str, Any]:
