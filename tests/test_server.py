@@ -5,6 +5,7 @@ backends run the same app: plugins' tests)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -35,22 +36,28 @@ def gen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generator]:
         yield loaded
 
 
-@pytest.fixture(scope="module")
-def base_url(gen: Generator) -> Iterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(create_app({"tiny": gen}, api_keys=[KEY]), host="127.0.0.1", port=0, log_level="warning")
-    )
+@contextlib.contextmanager
+def serving(app: object) -> Iterator[str]:
+    """``app`` under uvicorn on 127.0.0.1 (a free port) in a thread, stopped at the end; its URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))  # type: ignore[arg-type]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def base_url(gen: Generator) -> Iterator[str]:
+    with serving(create_app({"tiny": gen}, api_keys=[KEY])) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +241,25 @@ def test_a_client_that_leaves_mid_stream_frees_its_sequence(client: openai.OpenA
     while gen._scheduler.load != (0, 0) and time.monotonic() < deadline:  # what the server still holds
         time.sleep(0.02)
     assert gen._scheduler.load == (0, 0)
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_a_big_body_413(gen: Generator) -> None:
+    with serving(create_app({"tiny": gen}, max_queue=1, max_body_bytes=4096)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        held = client.chat.completions.create(model="tiny", messages=USER, max_tokens=4000, seed=1, stream=True)  # type: ignore[arg-type]
+        next(iter(held))
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="tiny", messages=USER, max_tokens=2)  # type: ignore[arg-type]
+        assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"] == "1"
+        held.close()  # its slot comes back: the next request is served
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.chat.completions.create(model="tiny", messages=USER, max_tokens=2)  # type: ignore[arg-type]
+                break
+            except openai.APIStatusError as exc:
+                assert exc.status_code == 503 and time.monotonic() < deadline
+                time.sleep(0.05)
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x" * 5000}])
+        assert caught.value.status_code == 413 and "at most 4096" in caught.value.message

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from ..errors import BackendUnavailableError, UsageError
+from ..server.limits import MAX_BODY_BYTES, MAX_QUEUE
 from . import config as cli_config
 
 __all__ = ["COMMAND", "add_parser", "command"]
@@ -29,6 +30,19 @@ def add_parser(commands: Any) -> None:
     net.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     net.add_argument("--name", default=None, help="the model's name in requests (default: --model as given)")
     net.add_argument(
+        "--max-queue",
+        type=int,
+        default=MAX_QUEUE,
+        help=f"requests taken at once, running or waiting; one more gets 503 and Retry-After (default: {MAX_QUEUE})",
+    )
+    net.add_argument(
+        "--max-body",
+        type=int,
+        default=MAX_BODY_BYTES,
+        metavar="BYTES",
+        help=f"the largest request body; a larger one gets 413 (default: {MAX_BODY_BYTES})",
+    )
+    net.add_argument(
         "--api-key",
         action="append",
         default=[],
@@ -48,6 +62,8 @@ def command(args: argparse.Namespace) -> int:
         ) from None
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0 to 65535, got {args.port}")
+    if args.max_queue < 1 or args.max_body < 1:
+        raise UsageError("--max-queue and --max-body must be at least 1")
     keys = [*filter(None, (k.strip() for k in os.environ.get(KEYS_ENV, "").split(","))), *args.api_key]
     if any(not key for key in keys):
         raise UsageError("--api-key must not be empty")
@@ -56,6 +72,6 @@ def command(args: argparse.Namespace) -> int:
 
     with load_with_flags(flags, options) as gen:
         name = args.name or args.model or gen.model
-        app = create_app({name: gen}, api_keys=keys)
+        app = create_app({name: gen}, api_keys=keys, max_queue=args.max_queue, max_body_bytes=args.max_body)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -18,6 +18,7 @@ from ..errors import PhiBackendsError
 from ..generator import Generator
 from .chat import ChatRequest, call_arguments, chat_events, chat_response, open_streams
 from .errors import APIError, error_body, status_of
+from .limits import MAX_BODY_BYTES, MAX_QUEUE, RETRY_AFTER_S
 
 __all__ = ["create_app"]
 
@@ -26,12 +27,31 @@ T = TypeVar("T")
 DISCONNECT_POLL_S = 0.1
 
 
-def create_app(models: Mapping[str, Generator], *, api_keys: Sequence[str] = ()) -> FastAPI:
+def create_app(
+    models: Mapping[str, Generator],
+    *,
+    api_keys: Sequence[str] = (),
+    max_queue: int = MAX_QUEUE,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
     """The app serving ``models`` (name → loaded Generator). With ``api_keys``, every route but
-    ``/health`` needs ``Authorization: Bearer <one of them>`` (compared in constant time)."""
+    ``/health`` needs ``Authorization: Bearer <one of them>`` (compared in constant time).
+
+    ``max_queue``: the requests a model takes at once, running or waiting for a sequence; one more
+    is answered 503 with ``Retry-After``. ``max_body_bytes``: a larger body is answered 413.
+    """
     app = FastAPI(title="phi-backends", version=__version__)
     keys = [key.encode() for key in api_keys]
     started = int(time.time())
+    in_flight = dict.fromkeys(models, 0)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_body_bytes:
+            message = f"the request body is {int(length)} bytes; this server takes at most {max_body_bytes}"
+            return JSONResponse(error_body(message, 413), status_code=413)
+        return await call_next(request)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
@@ -79,17 +99,37 @@ def create_app(models: Mapping[str, Generator], *, api_keys: Sequence[str] = ())
                 param="model", code="model_not_found",
             )  # fmt: skip
         calls = call_arguments(body, gen)
-        if body.stream:
-            opened = await open_streams(gen, calls)
-            include = body.stream_options is not None and body.stream_options.include_usage
-            events = chat_events(gen, opened, body.model, include_usage=include)
-            return StreamingResponse(events, media_type="text/event-stream")
-        outs = await _unless_gone(request, asyncio.gather(*(gen.agenerate(**arguments) for arguments in calls)))
-        if outs is None:
-            return JSONResponse(error_body("the client closed the connection", 499), status_code=499)
-        return chat_response(outs, gen, body.model)
+        if in_flight[body.model] >= max_queue:
+            message = f"{body.model} has {max_queue} requests running or waiting, as many as it takes; retry shortly"
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+            return JSONResponse(error_body(message, 503, code="overloaded"), status_code=503, headers=headers)
+        in_flight[body.model] += 1
+        streaming = False
+        try:
+            if body.stream:
+                opened = await open_streams(gen, calls)
+                include = body.stream_options is not None and body.stream_options.include_usage
+                events = _counted(chat_events(gen, opened, body.model, include_usage=include), in_flight, body.model)
+                streaming = True
+                return StreamingResponse(events, media_type="text/event-stream")
+            outs = await _unless_gone(request, asyncio.gather(*(gen.agenerate(**arguments) for arguments in calls)))
+            if outs is None:
+                return JSONResponse(error_body("the client closed the connection", 499), status_code=499)
+            return chat_response(outs, gen, body.model)
+        finally:
+            if not streaming:  # a stream's events count it until they end
+                in_flight[body.model] -= 1
 
     return app
+
+
+async def _counted(events: AsyncIterator[str], counts: dict[str, int], model: str) -> AsyncIterator[str]:
+    """``events``, with the model's request count taken down when they end (or the client leaves)."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        counts[model] -= 1
 
 
 async def _unless_gone(request: Request, work: Awaitable[T]) -> T | None:
