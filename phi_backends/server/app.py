@@ -112,7 +112,7 @@ def create_app(
                 events = _counted(chat_events(gen, opened, body.model, include_usage=include), in_flight, body.model)
                 streaming = True
                 return StreamingResponse(events, media_type="text/event-stream")
-            outs = await _unless_gone(request, asyncio.gather(*(gen.agenerate(**arguments) for arguments in calls)))
+            outs = await _unless_gone(request, [gen.agenerate(**arguments) for arguments in calls])
             if outs is None:
                 return JSONResponse(error_body("the client closed the connection", 499), status_code=499)
             return chat_response(outs, gen, body.model)
@@ -132,21 +132,27 @@ async def _counted(events: AsyncIterator[str], counts: dict[str, int], model: st
         counts[model] -= 1
 
 
-async def _unless_gone(request: Request, work: Awaitable[T]) -> T | None:
-    """``work``'s result, or None once the client has disconnected (the work is cancelled then,
-    which ends its call and frees its sequence)."""
-    task = asyncio.ensure_future(work)
+async def _unless_gone(request: Request, works: Sequence[Awaitable[T]]) -> list[T] | None:
+    """The results of ``works`` (run together), or None once the client has disconnected. Whatever
+    is still running when one fails or the client leaves is cancelled, which ends its call and
+    frees its sequence."""
+    tasks = [asyncio.ensure_future(work) for work in works]
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return task.result()
+            done, pending = await asyncio.wait(tasks, timeout=DISCONNECT_POLL_S, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    raise error
+            if not pending:
+                return [task.result() for task in tasks]
             if await request.is_disconnected():
                 return None
     finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
