@@ -1,5 +1,5 @@
-"""``POST /v1/chat/completions``: an OpenAI request turned into one Generator call, and its answer
-turned back into OpenAI's response or server-sent events.
+"""``POST /v1/chat/completions``: an OpenAI request turned into Generator calls (one per choice), and
+their answers turned back into OpenAI's response or server-sent events.
 
 Every field OpenAI defines is either honoured with OpenAI's meaning or refused with a 400 that
 names it (pydantic's ``extra="forbid"`` for the fields we do not know); none is ignored. A
