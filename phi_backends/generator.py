@@ -14,7 +14,7 @@ import operator
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from .backend import Capacity, Engine, EngineInfo, ScoringEngine, SequenceRequest
 from .constraints import Constraint, ConstraintMask, Vocabulary
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncStream", "Chunk", "Completion", "FinishReason", "Generator", "Stream", "Timings", "Usage"]
 
-Prompt: TypeAlias = "str | Sequence[Message]"
+#: messages, a str (one user message; the prompt text itself in raw mode), or token ids (raw mode)
+Prompt: TypeAlias = "str | Sequence[Message] | Sequence[int]"
 TemplateArg: TypeAlias = "str | ChatTemplate | None"
 AUTO = "auto"
 #: The one refusal of a prompt with nothing in it, the same on every backend.
@@ -55,6 +56,7 @@ def _close_open_generators() -> None:
 
 
 RAW_TOOLS = "tools need a chat template to show them to the model; raw mode (template=None) has none"
+RAW_IDS = "a prompt of token ids is fed to the model as it is: pass template=None (raw mode)"
 EMPTY_PROMPT = "the prompt is empty: it gives the model no tokens to continue (BOS aside); give some text"
 
 
@@ -125,6 +127,11 @@ class Generator:
         """How many calls run at once (1: one after another); further calls wait for a slot."""
         return self._scheduler.max_sequences
 
+    @property
+    def load(self) -> tuple[int, int]:
+        """How many calls hold an engine sequence now, and how many wait for one (a server's queue depth)."""
+        return self._scheduler.load
+
     # -- public API -----------------------------------------------------------------------
 
     def stream(
@@ -140,7 +147,8 @@ class Generator:
         """Generate from ``prompt`` (messages, or a str), yielding text as it comes.
 
         A str is one user message rendered with the chat template, or the prompt text itself
-        when ``template=None`` (raw mode). ``template`` may also name a built-in template.
+        when ``template=None`` (raw mode); raw mode also takes token ids, fed as they are (no BOS
+        is added). ``template`` may also name a built-in template.
         ``config`` left out uses :attr:`sampling`. The prompt is checked (template, not empty,
         context length, logit_bias ids, the constraint against this vocabulary) before this
         returns, and the call starts at once. ``constraint`` (:class:`~phi_backends.Constraint`)
@@ -238,6 +246,10 @@ class Generator:
         return self._prompt_ids(prompt, chat_template, _definitions(tools, chat_template))
 
     def _prompt_ids(self, prompt: Prompt, chat_template: ChatTemplate | None, definitions: str | None) -> list[int]:
+        if _is_ids(prompt):
+            if chat_template is not None:
+                raise UsageError(RAW_IDS)
+            return _token_ids(list(prompt), self.info.vocab_size)
         add_bos = self.info.add_bos
         if chat_template is None or self.special_tokens_in_content:
             text = self._render(prompt, chat_template, definitions)
@@ -258,6 +270,11 @@ class Generator:
         return self._render(prompt, chat_template, _definitions(tools, chat_template))
 
     def _render(self, prompt: Prompt, chat_template: ChatTemplate | None, definitions: str | None) -> str:
+        if _is_ids(prompt):
+            if chat_template is not None:
+                raise UsageError(RAW_IDS)
+            ids = _token_ids(list(prompt), self.info.vocab_size)
+            return b"".join(map(self._engine.token_bytes, ids)).decode("utf-8", errors="replace")
         if chat_template is None:
             if not isinstance(prompt, str):
                 what = (
@@ -265,7 +282,7 @@ class Generator:
                     if isinstance(prompt, Sequence) and not isinstance(prompt, bytes)
                     else type(prompt).__name__
                 )
-                raise UsageError(f"raw mode (template=None) takes a str prompt, not {what}")
+                raise UsageError(f"raw mode (template=None) takes a str prompt or token ids, not {what}")
             return prompt
         return chat_template.render(self._conversation(prompt, chat_template, definitions), add_generation_prompt=True)
 
@@ -441,7 +458,7 @@ class Generator:
     def _conversation(self, prompt: Prompt, template: ChatTemplate, definitions: str | None) -> list[dict[str, str]]:
         """The checked messages, with the tool definitions (JSON text) on the system message,
         written out by the documented convention for a template with no tool format of its own."""
-        messages = normalize_messages(prompt)
+        messages = normalize_messages(cast("str | Sequence[Message]", prompt))  # ids are raw: never here
         if definitions is not None:
             messages = with_tools(messages, definitions)
         return messages if getattr(template, "tool_markup", None) is not None else plain_conversation(messages)
@@ -501,6 +518,17 @@ def _definitions(tools: Sequence[Mapping[str, Any]] | None, template: ChatTempla
         raise ToolError(RAW_TOOLS)
     checked = check_tools(tools)
     return definitions_text(checked) if checked else None
+
+
+def _is_ids(prompt: object) -> bool:
+    """Whether ``prompt`` is token ids: a list or tuple whose first item is an int (the rest are
+    checked by :func:`_token_ids`)."""
+    return (
+        isinstance(prompt, (list, tuple))
+        and bool(prompt)
+        and hasattr(prompt[0], "__index__")
+        and not isinstance(prompt[0], bool)
+    )
 
 
 def _is_empty(prompt_ids: Sequence[int], *, add_bos: bool) -> bool:
