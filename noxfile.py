@@ -57,6 +57,7 @@ TEST_DEPS = [
     "pydantic>=2",
     # phi-backends serve, and the real clients its tests use
     "fastapi>=0.110",
+    "prometheus-client>=0.20",
     "uvicorn>=0.29",
     "openai>=1.40",
     "httpx>=0.27",
@@ -133,6 +134,7 @@ def typecheck(session: nox.Session) -> None:
         "types-jsonschema",
         "fastapi",
         "uvicorn",
+        "prometheus-client",
     )
     # mlx ships type stubs, so the MLX plugin is checked against them (mlx-lm and
     # onnxruntime-genai have none; mypy is told not to follow them).

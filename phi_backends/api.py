@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import config, models
@@ -73,6 +73,17 @@ def load_with_flags(
     ``sampling.seed``, ...) and ``options`` for the chosen backend's table. ``template``: "auto"
     for the config's, or a template (None: raw prompts) that overrides it.
     ``phi-backends run`` loads through here, with the flags ``phi-backends config`` shows."""
+    return loader_with_flags(flags, options, template=template, progress=progress)[1]()
+
+
+def loader_with_flags(
+    flags: config.Flags, options: config.Flags, *, template: TemplateArg = AUTO, progress: bool = True
+) -> tuple[str, Callable[[], Generator]]:
+    """What :func:`load_with_flags` does, in two steps: everything that can be checked without
+    fetching or loading the model is checked now (the config, the model's name or path, the
+    backend, its options, the sampling defaults), and the function returned fetches and loads it
+    (``phi-backends serve`` answers its health checks meanwhile). Also returns the model as
+    configured (a name, a path or a repo id)."""
     cfg, query, picked = configure(flags, options)
     chosen = picked.backend
     sampling = cfg.sampling()  # fields that exclude each other fail before anything is downloaded
@@ -81,14 +92,18 @@ def load_with_flags(
     chosen.validate_options(merged)  # an option that cannot work fails before anything is downloaded
     if isinstance(template, str) and template == AUTO:
         template = cfg.template
-    source = models.resolve(query, formats=chosen.formats, provider=merged.get("provider"), progress=progress)
-    engine = chosen.load(source, merged)
-    try:
-        chat_template = _choose_template(template, source, engine)
-    except PhiBackendsError:
-        engine.close()
-        raise
-    return Generator(engine, backend=chosen.name, model=source.name, template=chat_template, sampling=sampling)
+
+    def load_now() -> Generator:
+        source = models.resolve(query, formats=chosen.formats, provider=merged.get("provider"), progress=progress)
+        engine = chosen.load(source, merged)
+        try:
+            chat_template = _choose_template(template, source, engine)
+        except PhiBackendsError:
+            engine.close()
+            raise
+        return Generator(engine, backend=chosen.name, model=source.name, template=chat_template, sampling=sampling)
+
+    return cfg.model, load_now
 
 
 def configure(flags: config.Flags, options: config.Flags) -> tuple[config.Config, ModelQuery, Choice]:

@@ -5,9 +5,7 @@ backends run the same app: plugins' tests)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import threading
 import time
 from collections.abc import Iterator
 
@@ -15,14 +13,15 @@ import httpx
 import jsonschema
 import openai
 import pytest
-import uvicorn
 
 from phi_backends.backend import ModelSource
 from phi_backends.generator import Generator
 from phi_backends.server import create_app
+from phi_backends.server.limits import Limits
 from phi_backends.templates import get_template
 from phi_backends.testing import SCRIPT_TEXT, ScriptedBackend, write_script_model
 from phi_backends.testing.schemas import TOOL_SCHEMAS, TOOLS
+from phi_backends.testing.server import serving
 
 KEY = "sk-test-key"
 USER = [{"role": "user", "content": "Write a haiku about ice hockey"}]
@@ -34,24 +33,6 @@ def gen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generator]:
     engine = ScriptedBackend().load(ModelSource(path=tiny, format="script", name=tiny.name), {"max_sequences": 4})
     with Generator(engine, backend="scripted", model=tiny.name, template=get_template("phi3")) as loaded:
         yield loaded
-
-
-@contextlib.contextmanager
-def serving(app: object) -> Iterator[str]:
-    """``app`` under uvicorn on 127.0.0.1 (a free port) in a thread, stopped at the end; its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +48,7 @@ def client(base_url: str) -> openai.OpenAI:
 
 def test_models_and_health(client: openai.OpenAI, base_url: str) -> None:
     assert [m.id for m in client.models.list()] == ["tiny"]
-    assert httpx.get(base_url + "/health").json() == {"status": "ok"}  # open without a key
+    assert httpx.get(base_url + "/health").json() == {"status": "ok", "models": {"tiny": "ready"}}  # no key needed
 
 
 def test_a_greedy_chat_answers_the_script_with_usage(client: openai.OpenAI, gen: Generator) -> None:
@@ -238,13 +219,13 @@ def test_a_client_that_leaves_mid_stream_frees_its_sequence(client: openai.OpenA
         pass
     stream.close()
     deadline = time.monotonic() + 10
-    while gen._scheduler.load != (0, 0) and time.monotonic() < deadline:  # what the server still holds
+    while gen.load != (0, 0) and time.monotonic() < deadline:  # what the server still holds
         time.sleep(0.02)
-    assert gen._scheduler.load == (0, 0)
+    assert gen.load == (0, 0)
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_a_big_body_413(gen: Generator) -> None:
-    with serving(create_app({"tiny": gen}, max_queue=1, max_body_bytes=4096)) as url:
+    with serving(create_app({"tiny": gen}, limits=Limits(max_queue=1, max_body_bytes=4096))) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         held = client.chat.completions.create(model="tiny", messages=USER, max_tokens=4000, seed=1, stream=True)  # type: ignore[arg-type]
         next(iter(held))

@@ -52,14 +52,21 @@ def add_sampling_flags(group: argparse._ArgumentGroup) -> None:
             group.add_argument(*spellings, type=kind, default=None, dest=field.name, help=help_text)
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``run`` that set configuration values; ``config`` takes the same ones."""
-    parser.add_argument(
-        "-m",
-        "--model",
-        default=None,
-        help=f"catalogue name, local path or hub repo id (default: the config's, else {DEFAULT_MODEL}; offline: {OFFLINE_MODEL})",
-    )
+def add_flags(parser: argparse.ArgumentParser, *, several_models: bool = False) -> None:
+    """The flags of ``run`` that set configuration values; ``config`` takes the same ones.
+    ``several_models``: ``--model`` may be repeated, each ``NAME=MODEL`` or ``MODEL`` (``serve``)."""
+    what = f"catalogue name, local path or hub repo id (default: the config's, else {DEFAULT_MODEL}; offline: {OFFLINE_MODEL})"
+    if several_models:
+        parser.add_argument(
+            "-m",
+            "--model",
+            action="append",
+            default=None,
+            metavar="[NAME=]MODEL",
+            help=f"a model to serve, under NAME in requests (default: MODEL as given); repeatable. MODEL: {what}",
+        )
+    else:
+        parser.add_argument("-m", "--model", default=None, help=what)
     parser.add_argument(
         "-b",
         "--backend",

@@ -1,71 +1,95 @@
-"""The OpenAI-compatible HTTP API over one or more loaded Generators (FastAPI; OpenAPI docs at ``/docs``)."""
+"""The OpenAI-compatible HTTP API over one or more Generators (FastAPI; OpenAPI docs at ``/docs``)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..errors import PhiBackendsError
 from ..generator import Generator
-from .chat import ChatRequest, call_arguments, chat_events, chat_response, open_streams
+from .calls import Opened, open_streams, run_all
+from .chat import ChatRequest, call_arguments, chat_events, chat_response
+from .completions import CompletionRequest, completion_arguments, completion_events, completion_response
 from .errors import APIError, error_body, status_of
-from .limits import MAX_BODY_BYTES, MAX_QUEUE, RETRY_AFTER_S
+from .guard import Guard
+from .limits import RETRY_AFTER_S, Limits
+from .metrics import CONTENT_TYPE, Metrics
+from .models import ModelSpec, Served, ServedModels
 
 __all__ = ["create_app"]
 
-T = TypeVar("T")
-#: How often a non-streamed request checks whether its client is still there, in seconds.
-DISCONNECT_POLL_S = 0.1
+#: What needs no API key: a load balancer's or an orchestrator's probe.
+OPEN_PATHS = frozenset({"/health"})
 
 
 def create_app(
-    models: Mapping[str, Generator],
+    models: Mapping[str, ModelSpec],
     *,
     api_keys: Sequence[str] = (),
-    max_queue: int = MAX_QUEUE,
-    max_body_bytes: int = MAX_BODY_BYTES,
+    limits: Limits | None = None,
+    cors_origins: Sequence[str] = (),
+    on_load: Callable[[str, Generator | PhiBackendsError], None] | None = None,
 ) -> FastAPI:
-    """The app serving ``models`` (name → loaded Generator). With ``api_keys``, every route but
-    ``/health`` needs ``Authorization: Bearer <one of them>`` (compared in constant time).
+    """The app serving ``models``: name → a loaded Generator (which the caller closes), or a
+    function that loads one. Those are loaded one after another once the server starts (``/health``
+    answers 503 meanwhile, and requests for them 503 with ``Retry-After``) and closed when it stops;
+    ``on_load(name, generator or error)`` hears of each load's outcome.
 
-    ``max_queue``: the requests a model takes at once, running or waiting for a sequence; one more
-    is answered 503 with ``Retry-After``. ``max_body_bytes``: a larger body is answered 413.
+    With ``api_keys``, every route but ``/health`` needs ``Authorization: Bearer <one of them>``
+    (compared in constant time). ``limits``: :class:`Limits` (queue, body size, messages, choices,
+    ``max_tokens``, time). ``cors_origins``: the browser origins allowed to call (``"*"`` for any);
+    none by default, so no CORS header is sent.
     """
-    app = FastAPI(title="phi-backends", version=__version__)
-    keys = [key.encode() for key in api_keys]
+    limits = limits or Limits()
+    served = ServedModels(models)
     started = int(time.time())
-    in_flight = dict.fromkeys(models, 0)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_body_bytes:
-            message = f"the request body is {int(length)} bytes; this server takes at most {max_body_bytes}"
-            return JSONResponse(error_body(message, 413), status_code=413)
-        return await call_next(request)
+    def live() -> dict[str, tuple[bool, int, int, int]]:
+        return {
+            name: (model.gen is not None, model.in_flight, *(model.gen.load if model.gen is not None else (0, 0)))
+            for name, model in served.by_name.items()
+        }
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Any) -> Any:
-        if keys and request.url.path != "/health":
-            given = request.headers.get("authorization", "")
-            token = given[7:].encode() if given[:7].lower() == "bearer " else b""
-            if not any(hmac.compare_digest(token, key) for key in keys):
-                message = "a valid API key is needed: send Authorization: Bearer <key>"
-                return JSONResponse(error_body(message, 401, code="invalid_api_key"), status_code=401)
-        return await call_next(request)
+    metrics = Metrics(live)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.ensure_future(
+            served.load(on_load or (lambda name, outcome: None))
+        )  # not awaited: the server answers meanwhile
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            served.close()
+
+    app = FastAPI(title="phi-backends", version=__version__, lifespan=lifespan)
+    app.add_middleware(
+        Guard, keys=list(api_keys), max_body_bytes=limits.max_body_bytes, open_paths=OPEN_PATHS,
+        observe=metrics.answered,
+    )  # fmt: skip
+    if cors_origins:  # outermost: a browser's preflight needs no key
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )  # fmt: skip
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.status, param=exc.param, code=exc.code), status_code=exc.status)
+        body = error_body(exc.message, exc.status, param=exc.param, code=exc.code)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(PhiBackendsError)
     async def library_error(request: Request, exc: PhiBackendsError) -> JSONResponse:
@@ -82,77 +106,110 @@ def create_app(
         return JSONResponse(error_body(str(exc.detail), exc.status_code), status_code=exc.status_code)
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> JSONResponse:
+        states = {name: model.state for name, model in served.by_name.items()}
+        status = (
+            "ok"
+            if all(s == "ready" for s in states.values())
+            else "error"
+            if "failed" in states.values()
+            else "loading"
+        )
+        return JSONResponse({"status": status, "models": states}, status_code=200 if status == "ok" else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.text(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        data = [{"id": name, "object": "model", "created": started, "owned_by": "phi-backends"} for name in models]
+        data = [
+            {"id": name, "object": "model", "created": started, "owned_by": "phi-backends"} for name in served.names
+        ]
         return {"object": "list", "data": data}
+
+    def admit(model: Served, kind: str) -> None:
+        if model.in_flight >= limits.max_queue:
+            raise APIError(
+                503, f"{model.name} has {limits.max_queue} requests running or waiting, as many as it takes; retry shortly",
+                code="overloaded", headers={"Retry-After": str(RETRY_AFTER_S)},
+            )  # fmt: skip
+        metrics.admitted(model.name, kind)
+
+    async def answer(
+        request: Request,
+        model: Served,
+        gen: Generator,
+        calls: list[dict[str, Any]],
+        n: int,
+        respond: Callable[[list[Any]], dict[str, Any]],
+        events: Callable[[list[Opened]], AsyncIterator[str]] | None,
+    ) -> Any:
+        """Run ``calls`` (streamed into ``events``, or answered whole by ``respond``), holding a
+        place in the model's queue until the last event or the answer."""
+
+        def done(opened: list[Opened]) -> None:
+            model.in_flight -= 1
+            for i, (stream, _) in enumerate(opened):
+                if stream.completion is not None:
+                    metrics.completed(model.name, stream.completion, prompt=i % n == 0)
+
+        model.in_flight += 1
+        streaming = False
+        try:
+            if events is not None:
+                opened = await open_streams([functools.partial(gen.astream, **arguments) for arguments in calls])
+                streaming = True
+                return StreamingResponse(_finally(events(opened), lambda: done(opened)), media_type="text/event-stream")
+            outs = await run_all(
+                [gen.agenerate(**arguments) for arguments in calls], request.is_disconnected, limits.request_timeout_s
+            )
+            if outs is None:
+                return JSONResponse(error_body("the client closed the connection", 499), status_code=499)
+            for i, out in enumerate(outs):
+                metrics.completed(model.name, out, prompt=i % n == 0)
+            return respond(outs)
+        finally:
+            if not streaming:  # a stream's events hold its place until they end
+                model.in_flight -= 1
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatRequest, request: Request) -> Any:
-        gen = models.get(body.model)
-        if gen is None:
-            raise APIError(
-                404, f"model {body.model!r} is not served here; GET /v1/models lists: {', '.join(models)}",
-                param="model", code="model_not_found",
-            )  # fmt: skip
-        calls = call_arguments(body, gen)
-        if in_flight[body.model] >= max_queue:
-            message = f"{body.model} has {max_queue} requests running or waiting, as many as it takes; retry shortly"
-            headers = {"Retry-After": str(RETRY_AFTER_S)}
-            return JSONResponse(error_body(message, 503, code="overloaded"), status_code=503, headers=headers)
-        in_flight[body.model] += 1
-        streaming = False
-        try:
-            if body.stream:
-                opened = await open_streams(gen, calls)
-                include = body.stream_options is not None and body.stream_options.include_usage
-                events = _counted(chat_events(gen, opened, body.model, include_usage=include), in_flight, body.model)
-                streaming = True
-                return StreamingResponse(events, media_type="text/event-stream")
-            outs = await _unless_gone(request, [gen.agenerate(**arguments) for arguments in calls])
-            if outs is None:
-                return JSONResponse(error_body("the client closed the connection", 499), status_code=499)
-            return chat_response(outs, gen, body.model)
-        finally:
-            if not streaming:  # a stream's events count it until they end
-                in_flight[body.model] -= 1
+        model, gen = served.ready(body.model)
+        calls = call_arguments(body, gen, limits)
+        admit(model, "chat")
+        include = body.stream_options is not None and body.stream_options.include_usage
+        timeout = limits.request_timeout_s
+        return await answer(
+            request, model, gen, calls, 1,
+            lambda outs: chat_response(outs, gen, body.model),
+            (lambda opened: chat_events(gen, opened, body.model, include_usage=include, timeout=timeout))
+            if body.stream else None,
+        )  # fmt: skip
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        model, gen = served.ready(body.model)
+        calls = completion_arguments(body, gen, limits)
+        admit(model, "completion")
+        timeout = limits.request_timeout_s
+        return await answer(
+            request, model, gen, calls, body.n or 1,
+            lambda outs: completion_response(outs, calls, gen, body.model, body),
+            (lambda opened: completion_events(gen, opened, calls, body.model, body, timeout=timeout))
+            if body.stream else None,
+        )  # fmt: skip
 
     return app
 
 
-async def _counted(events: AsyncIterator[str], counts: dict[str, int], model: str) -> AsyncIterator[str]:
-    """``events``, with the model's request count taken down when they end (or the client leaves)."""
+async def _finally(events: AsyncIterator[str], then: Callable[[], None]) -> AsyncIterator[str]:
+    """``events``, with ``then()`` run when they end (or the client leaves)."""
     try:
         async for event in events:
             yield event
     finally:
-        counts[model] -= 1
-
-
-async def _unless_gone(request: Request, works: Sequence[Awaitable[T]]) -> list[T] | None:
-    """The results of ``works`` (run together), or None once the client has disconnected. Whatever
-    is still running when one fails or the client leaves is cancelled, which ends its call and
-    frees its sequence."""
-    tasks = [asyncio.ensure_future(work) for work in works]
-    try:
-        while True:
-            done, pending = await asyncio.wait(tasks, timeout=DISCONNECT_POLL_S, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                error = task.exception()
-                if error is not None:
-                    raise error
-            if not pending:
-                return [task.result() for task in tasks]
-            if await request.is_disconnected():
-                return None
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        then()
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

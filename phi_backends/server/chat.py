@@ -1,121 +1,71 @@
-"""``POST /v1/chat/completions``: an OpenAI request turned into Generator calls (one per choice), and
-their answers turned back into OpenAI's response or server-sent events.
+"""``POST /v1/chat/completions``: an OpenAI chat request turned into Generator calls (one per
+choice), and their answers turned back into OpenAI's response or server-sent events.
 
-Every field OpenAI defines is either honoured with OpenAI's meaning or refused with a 400 that
-names it (pydantic's ``extra="forbid"`` for the fields we do not know); none is ignored. A
-sampling field left out takes the server's defaults (the config's ``[sampling]`` table and
-``serve``'s sampling flags, as for ``run``), except ``max_tokens``: as in OpenAI's API, as many
-tokens as the context has room for.
+The fields both routes share, and what happens to one we cannot honour, are in :mod:`.calls`.
+``max_tokens`` left out is, as in OpenAI's chat API, as many tokens as the context has room for.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..constraints import Constraint
 from ..errors import PhiBackendsError
-from ..generator import AsyncStream, Chunk, Completion, Generator
+from ..generator import Completion, Generator
 from ..logits import TokenLogprob
 from ..tools import ToolCall
+from .calls import Opened, SamplingFields, fingerprint, merged, refuse, sampling_configs, usage
 from .errors import APIError, error_body, status_of
+from .limits import Limits
 
-__all__ = ["MAX_CHOICES", "ChatRequest", "call_arguments", "chat_events", "chat_response", "open_streams"]
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    include_usage: bool = False
+__all__ = ["ChatRequest", "call_arguments", "chat_events", "chat_response"]
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(SamplingFields):
     """The body of ``POST /v1/chat/completions``."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
     messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    user: str | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    # llama.cpp's fields, with its meaning (docs/sampling.md)
-    top_k: int | None = None
-    min_p: float | None = None
-    repeat_penalty: float | None = None
-    repeat_last_n: int | None = None
 
 
-#: The most choices one request may ask for (``n``): each is a sequence of its own.
-MAX_CHOICES = 8
-
-
-def _refuse(field: str, why: str) -> APIError:
-    return APIError(400, f"{field} {why}", param=field)
-
-
-def call_arguments(request: ChatRequest, gen: Generator) -> list[dict[str, Any]]:
+def call_arguments(request: ChatRequest, gen: Generator, limits: Limits) -> list[dict[str, Any]]:
     """The Generator calls the request asks for, one per choice (``n``): messages, SamplingConfig,
-    constraint and tools. With a seed, choice ``i`` uses ``seed + i`` (mod 2**32), so the choices
-    differ and the whole answer reproduces."""
-    n = 1 if request.n is None else request.n
-    if not 1 <= n <= MAX_CHOICES:
-        raise _refuse("n", f"must be 1 to {MAX_CHOICES}, got {n}")
+    constraint and tools."""
+    if len(request.messages) > limits.max_messages:
+        raise refuse(
+            "messages", f"holds {len(request.messages)} messages; this server takes at most {limits.max_messages}"
+        )
     if request.top_logprobs is not None and not request.logprobs:
-        raise _refuse("top_logprobs", "needs logprobs: true")
-    for name in ("frequency_penalty", "presence_penalty"):
-        if getattr(request, name) not in (None, 0, 0.0):
-            raise _refuse(
-                name, "is not supported (its meaning differs from llama.cpp's); use repeat_penalty and repeat_last_n"
-            )
+        raise refuse("top_logprobs", "needs logprobs: true")
     if request.parallel_tool_calls is False:
-        raise _refuse("parallel_tool_calls", "false is not served yet; leave it out")
-    given = {
-        "temperature": request.temperature,
-        "top_p": request.top_p,
-        "top_k": request.top_k,
-        "min_p": request.min_p,
-        "repeat_penalty": request.repeat_penalty,
-        "repeat_last_n": request.repeat_last_n,
-        "seed": request.seed,
-        "stop": request.stop,
-        "logit_bias": request.logit_bias,
-        "logprobs": request.logprobs,
-        "top_logprobs": request.top_logprobs,
-    }
-    # the server's defaults (the config's [sampling], serve's flags) for what the request leaves
-    # out, but max_tokens: as OpenAI's API, as many as the context has room for
-    limit = request.max_completion_tokens or request.max_tokens or gen.info.context_length
-    config = gen.sampling.replace(max_tokens=limit, **{k: v for k, v in given.items() if v is not None})
+        raise refuse("parallel_tool_calls", "false is not served yet; leave it out")
+    configs = sampling_configs(
+        request,
+        gen,
+        limits,
+        max_tokens=request.max_completion_tokens or request.max_tokens,
+        logprobs=request.logprobs,
+        top_logprobs=request.top_logprobs,
+    )
     common = {
         "prompt": [_message(i, m) for i, m in enumerate(request.messages)],
         "constraint": _response_format(request.response_format),
         "tools": request.tools,
         "tool_choice": request.tool_choice,
     }
-    seed = config.seed
-    return [{**common, "config": config if seed is None else config.replace(seed=(seed + i) % 2**32)} for i in range(n)]
+    return [{**common, "config": config} for config in configs]
 
 
 def _message(index: int, message: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,22 +108,6 @@ def _response_format(value: Mapping[str, Any] | None) -> Constraint | None:
     )
 
 
-def _fingerprint(gen: Generator) -> str:
-    return f"phi-backends:{gen.backend}:{gen.model}"
-
-
-def _usage(outs: Sequence[Completion]) -> dict[str, Any]:
-    """The request's usage: the prompt once (every choice has the same), the completions summed."""
-    prompt = outs[0].usage.prompt_tokens
-    completion = sum(out.usage.completion_tokens for out in outs)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": outs[0].usage.cached_tokens},
-    }
-
-
 def _logprobs(entries: tuple[TokenLogprob, ...] | None, gen: Generator) -> dict[str, Any] | None:
     """OpenAI's ``logprobs`` of a choice: per token its text, log-probability, bytes and the most likely."""
     if entries is None:
@@ -202,44 +136,23 @@ def chat_response(outs: Sequence[Completion], gen: Generator, model: str) -> dic
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "system_fingerprint": _fingerprint(gen),
+        "system_fingerprint": fingerprint(gen),
         "choices": [_choice(i, out, gen) for i, out in enumerate(outs)],
-        "usage": _usage(outs),
+        "usage": usage(outs, len(outs)),
     }
 
 
-Opened = tuple[AsyncStream, Chunk]
-
-
-async def open_streams(gen: Generator, calls: Sequence[dict[str, Any]]) -> list[Opened]:
-    """Start the streamed calls and read each one's first chunk, so that what is wrong with the
-    prompt (a template, the context length, a tool) is an error status, not an event after a 200."""
-    started: list[AsyncStream] = []
-    opened: list[Opened] = []
-    try:
-        for arguments in calls:
-            stream = gen.astream(**arguments)
-            started.append(stream)
-            opened.append((stream, await stream.__anext__()))
-    except BaseException:
-        for stream in started:
-            await stream.aclose()
-        raise
-    return opened
-
-
 async def chat_events(
-    gen: Generator, opened: Sequence[Opened], model: str, *, include_usage: bool
+    gen: Generator, opened: Sequence[Opened], model: str, *, include_usage: bool, timeout: float | None
 ) -> AsyncIterator[str]:
-    """The server-sent events of streamed calls (one per choice), as their chunks come. A client
-    that goes away cancels this generator, which closes every call (each sequence is freed within
-    one step)."""
+    """The server-sent events of streamed calls (one per choice), as their chunks come. An engine
+    failure or the time limit mid-stream is one error event, then the end."""
     head = {
         "id": "chatcmpl-" + uuid.uuid4().hex,
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,
-        "system_fingerprint": _fingerprint(gen),
+        "system_fingerprint": fingerprint(gen),
     }
 
     def event(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
@@ -248,53 +161,45 @@ async def chat_events(
             body["usage"] = None
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-    queue: asyncio.Queue[tuple[int, Chunk | PhiBackendsError | None]] = asyncio.Queue()
-
-    async def read(index: int, stream: AsyncStream, first: Chunk) -> None:
-        try:
-            await queue.put((index, first))
-            async for chunk in stream:
-                await queue.put((index, chunk))
-            await queue.put((index, None))
-        except PhiBackendsError as exc:
-            await queue.put((index, exc))
-
-    readers = [asyncio.ensure_future(read(i, stream, first)) for i, (stream, first) in enumerate(opened)]
-    calls = [0] * len(opened)
-    try:
+    try:  # closed here too: a client may leave before the first chunk is read
+        calls = [0] * len(opened)
         for index in range(len(opened)):
             yield event(index, {"role": "assistant", "content": ""})
-        left = len(opened)
-        while left:
-            index, item = await queue.get()
-            if item is None:
-                left -= 1
-                continue
-            if isinstance(item, PhiBackendsError):  # the engine failed mid-stream: one error event, then the end
-                status, code = status_of(item)
-                yield f"data: {json.dumps(error_body(str(item), status, code=code))}\n\n"
-                return
-            delta: dict[str, Any] = {}
-            if item.text:
-                delta["content"] = item.text
-            if item.tool_calls:
-                delta["tool_calls"] = [_call_delta(calls[index] + i, call) for i, call in enumerate(item.tool_calls)]
-                calls[index] += len(item.tool_calls)
-            if delta or item.logprobs:
-                yield event(index, delta, logprobs=_logprobs(item.logprobs, gen) if item.logprobs else None)
-            if item.finish_reason is not None:
-                yield event(index, {}, item.finish_reason)
+        try:
+            async for index, item in merged(opened, timeout):
+                delta: dict[str, Any] = {}
+                if item.text:
+                    delta["content"] = item.text
+                if item.tool_calls:
+                    delta["tool_calls"] = [
+                        _call_delta(calls[index] + i, call) for i, call in enumerate(item.tool_calls)
+                    ]
+                    calls[index] += len(item.tool_calls)
+                if delta or item.logprobs:
+                    yield event(index, delta, logprobs=_logprobs(item.logprobs, gen) if item.logprobs else None)
+                if item.finish_reason is not None:
+                    yield event(index, {}, item.finish_reason)
+        except (PhiBackendsError, APIError) as exc:
+            yield error_event(exc)
+            return
         outs = [stream.completion for stream, _ in opened]
         finished = [out for out in outs if out is not None]
         if include_usage and len(finished) == len(outs):
-            yield f"data: {json.dumps({**head, 'choices': [], 'usage': _usage(finished)})}\n\n"
+            yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage(finished, len(finished))})}\n\n"
         yield "data: [DONE]\n\n"
     finally:
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
         for stream, _ in opened:
             await stream.aclose()
+
+
+def error_event(exc: PhiBackendsError | APIError) -> str:
+    """One ``data: {"error": ...}`` event: what goes wrong after a stream's 200."""
+    if isinstance(exc, APIError):
+        body = error_body(exc.message, exc.status, param=exc.param, code=exc.code)
+    else:
+        status, code = status_of(exc)
+        body = error_body(str(exc), status, code=code)
+    return f"data: {json.dumps(body)}\n\n"
 
 
 def _call_delta(index: int, call: ToolCall) -> dict[str, Any]:
