@@ -143,6 +143,7 @@ class Generator:
         constraint: Constraint | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: ToolChoiceArg = None,
+        parallel_tool_calls: bool = True,
     ) -> Stream:
         """Generate from ``prompt`` (messages, or a str), yielding text as it comes.
 
@@ -162,9 +163,11 @@ class Generator:
         :attr:`Completion.tool_calls`, not as text. ``tool_choice``: ``"auto"`` (the default), ``"none"``,
         ``"required"`` or a function's name (or OpenAI's ``{"type": "function", "function": {"name": ...}}``);
         the last two are enforced by a constraint, so the model cannot answer in prose instead.
+        ``parallel_tool_calls=False``: one call at most (the grammar allows one under ``required``;
+        otherwise the turn ends once the first call is read).
         """
         return Stream(
-            self._prepare(prompt, config, template, constraint, tools, tool_choice),
+            self._prepare(prompt, config, template, constraint, tools, tool_choice, parallel_tool_calls),
             self._on_close,
             self._scheduler.drive,
         )
@@ -178,10 +181,17 @@ class Generator:
         constraint: Constraint | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: ToolChoiceArg = None,
+        parallel_tool_calls: bool = True,
     ) -> Completion:
         """Like :meth:`stream`, returning the whole :class:`Completion` at the end."""
         stream = self.stream(
-            prompt, config, template=template, constraint=constraint, tools=tools, tool_choice=tool_choice
+            prompt,
+            config,
+            template=template,
+            constraint=constraint,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
         )
         try:
             for _ in stream:
@@ -200,6 +210,7 @@ class Generator:
         constraint: Constraint | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: ToolChoiceArg = None,
+        parallel_tool_calls: bool = True,
     ) -> AsyncStream:
         """Like :meth:`stream`, for asyncio: ``async for chunk in gen.astream(...)``.
 
@@ -210,7 +221,8 @@ class Generator:
         if self._closed:
             raise UsageError(CLOSED_MESSAGE)
         return AsyncStream(
-            lambda: self._prepare(prompt, config, template, constraint, tools, tool_choice), self._on_close
+            lambda: self._prepare(prompt, config, template, constraint, tools, tool_choice, parallel_tool_calls),
+            self._on_close,
         )
 
     async def agenerate(
@@ -222,10 +234,17 @@ class Generator:
         constraint: Constraint | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: ToolChoiceArg = None,
+        parallel_tool_calls: bool = True,
     ) -> Completion:
         """Like :meth:`generate`, for asyncio (``await gen.agenerate(...)``)."""
         stream = self.astream(
-            prompt, config, template=template, constraint=constraint, tools=tools, tool_choice=tool_choice
+            prompt,
+            config,
+            template=template,
+            constraint=constraint,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
         )
         try:
             async for _ in stream:
@@ -378,6 +397,7 @@ class Generator:
         constraint: Constraint | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: ToolChoiceArg = None,
+        parallel_tool_calls: bool = True,
     ) -> Starter:
         """Check and tokenize the prompt now; return what queues the call."""
         if self._closed:
@@ -397,7 +417,7 @@ class Generator:
                 "build one with Constraint.json_schema(...), .regex(...), .grammar(...), .choice(...) or .json_object()"
             )
         chat_template = self._template_for(template)
-        plan = self._tool_plan(tools, tool_choice, chat_template)
+        plan = self._tool_plan(tools, tool_choice, chat_template, parallel_tool_calls)
         if plan is not None and constraint is not None and plan.choice.mode != "none":
             raise ToolError(
                 "a call cannot have both a constraint and tools the model may call; "
@@ -464,13 +484,20 @@ class Generator:
         return messages if getattr(template, "tool_markup", None) is not None else plain_conversation(messages)
 
     def _tool_plan(
-        self, tools: Sequence[Mapping[str, Any]] | None, tool_choice: ToolChoiceArg, template: ChatTemplate | None
+        self,
+        tools: Sequence[Mapping[str, Any]] | None,
+        tool_choice: ToolChoiceArg,
+        template: ChatTemplate | None,
+        parallel: bool = True,
     ) -> ToolPlan | None:
+        if not isinstance(parallel, bool):
+            raise ToolError(f"parallel_tool_calls must be True or False, got {parallel!r:.40}")
         if tools is None and tool_choice is None:
             return None
         if template is None:
             raise ToolError(RAW_TOOLS)
-        return plan_tools(tools, tool_choice, getattr(template, "tool_markup", None), self._marker_id)
+        markup = getattr(template, "tool_markup", None)
+        return plan_tools(tools, tool_choice, markup, self._marker_id, parallel=parallel)
 
     def _marker_id(self, text: str) -> int | None:
         """The control token that is ``text`` in this vocabulary, or None (the marker is then text)."""

@@ -157,6 +157,18 @@ def test_tool_calls_with_a_named_tool_choice_streamed_and_not(client: openai.Ope
     assert [(d.index, d.function.name, d.function.arguments) for d in deltas] == [(0, "add", call.function.arguments)]  # type: ignore[union-attr]
 
 
+def test_parallel_tool_calls_false_gives_one_call(client: openai.OpenAI) -> None:
+    counts = {}
+    for allowed in (True, False):
+        out = client.chat.completions.create(
+            model="tiny", messages=USER, tools=TOOLS, tool_choice="required", seed=1, max_tokens=600,  # type: ignore[arg-type]
+            parallel_tool_calls=allowed,
+        )  # fmt: skip
+        counts[allowed] = len(out.choices[0].message.tool_calls or [])
+        assert out.choices[0].finish_reason == "tool_calls"
+    assert counts[False] == 1 < counts[True]  # seed 1 makes several calls when they are allowed
+
+
 @pytest.mark.parametrize(
     ("fields", "status", "needle"),
     [

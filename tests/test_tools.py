@@ -163,6 +163,16 @@ def test_the_reader_gives_the_same_result_however_the_text_is_cut(text: str, con
     assert got == content and [c.name for c in calls] == names
 
 
+def test_a_reader_allowed_one_call_reads_the_first_and_is_full() -> None:
+    two = '[{"name": "add", "arguments": {"a": 1}}, {"name": "stop_timer", "arguments": {}}]'
+    for text in (f"<tool_call>{two}</tool_call>", f"<tool_call>{CALL}</tool_call><tool_call>{two}</tool_call>"):
+        reader = ToolCallReader(CONVENTION, max_calls=1)
+        content, calls = reader.feed(text)
+        assert (content, [c.name for c in calls], reader.full) == ("", ["add"], True)
+    reader = ToolCallReader(CONVENTION, max_calls=1)
+    assert reader.feed("Sure. <tool_call>")[0] == "Sure. " and not reader.full
+
+
 def test_a_tool_call_has_an_id_json_arguments_and_openai_shape() -> None:
     (call,) = _read([f"<tool_call>{CALL}</tool_call>"])[1]
     assert call.id.startswith("call_") and len(call.id) == 29 and call.args == {"a": 1}
@@ -180,6 +190,23 @@ def test_required_makes_the_model_call_a_tool_with_valid_arguments(gen: Generato
     assert out.tool_calls
     for call in out.tool_calls:
         jsonschema.validate(call.args, SCHEMAS[call.name])
+
+
+@pytest.mark.parametrize("template", ["phi3", "phi4-mini"])
+def test_parallel_tool_calls_false_gives_one_call_and_ends_the_turn_there(gen: Generator, template: str) -> None:
+    several = 0
+    for seed in range(1, 7):
+        config = SAMPLED.replace(seed=seed)
+        free = gen.generate(HAIKU, config, tools=TOOLS, tool_choice="required", template=template)
+        several += len(free.tool_calls) > 1
+        one = gen.generate(
+            HAIKU, config, tools=TOOLS, tool_choice="required", template=template, parallel_tool_calls=False
+        )
+        assert one.finish_reason == "tool_calls" and len(one.tool_calls) == 1 and one.text == ""
+        jsonschema.validate(one.tool_calls[0].args, SCHEMAS[one.tool_calls[0].name])
+        closing = 32012 if template == "phi4-mini" else gen.prompt_ids(">", template=None)[-1]
+        assert one.token_ids[-1] == closing  # the call's closing marker is the last token generated
+    assert several, "some seed should make several calls when they are allowed"
 
 
 @pytest.mark.parametrize("choice", ["add", {"type": "function", "function": {"name": "add"}}])

@@ -186,6 +186,8 @@ class Call:
         if piece:
             if self._tools is not None:
                 self._read_tools(piece)
+                if self._tools.full:  # parallel_tool_calls=False: one call, and the turn ends
+                    return self.finish("stop")
             else:
                 self._pieces.append(piece)
                 self.awaited = False  # the reader has an item: it steps the call again (Scheduler.drive)

@@ -49,8 +49,6 @@ def call_arguments(request: ChatRequest, gen: Generator, limits: Limits) -> list
         )
     if request.top_logprobs is not None and not request.logprobs:
         raise refuse("top_logprobs", "needs logprobs: true")
-    if request.parallel_tool_calls is False:
-        raise refuse("parallel_tool_calls", "false is not served yet; leave it out")
     configs = sampling_configs(
         request,
         gen,
@@ -64,6 +62,7 @@ def call_arguments(request: ChatRequest, gen: Generator, limits: Limits) -> list
         "constraint": _response_format(request.response_format),
         "tools": request.tools,
         "tool_choice": request.tool_choice,
+        "parallel_tool_calls": request.parallel_tool_calls is not False,
     }
     return [{**common, "config": config} for config in configs]
 

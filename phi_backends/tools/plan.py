@@ -31,10 +31,14 @@ class ToolPlan:
     close_id: int | None
     #: makes the model call a tool (``required``, a named function); None otherwise
     constraint: Constraint | None
+    #: False: one call at most (OpenAI's ``parallel_tool_calls``)
+    parallel: bool = True
 
     def reader(self) -> ToolCallReader | None:
         """What reads the calls out of the text; None under ``tool_choice="none"`` (all text is content)."""
-        return None if self.choice.mode == "none" else ToolCallReader(self.markup)
+        if self.choice.mode == "none":
+            return None
+        return ToolCallReader(self.markup, max_calls=None if self.parallel else 1)
 
     def token_bytes(self, token_bytes: Callable[[int], bytes]) -> Callable[[int], bytes]:
         """``token_bytes`` with the marker control tokens spelled out (engines give control tokens
@@ -58,11 +62,14 @@ def plan_tools(
     tool_choice: ToolChoiceArg,
     markup: ToolMarkup | None,
     marker_id: Callable[[str], int | None],
+    *,
+    parallel: bool = True,
 ) -> ToolPlan | None:
     """The plan for a call given ``tools`` and ``tool_choice`` (None when it has no tools).
 
     ``markup``: the template's own tool format (None: the convention); ``marker_id(text)``: the
-    control token that is ``text`` in this vocabulary, or None.
+    control token that is ``text`` in this vocabulary, or None. ``parallel=False``: one call at
+    most (enforced by the grammar under ``required``; otherwise the turn ends after the first).
     """
     checked = check_tools(tools) if tools is not None else ()
     choice = check_tool_choice(tool_choice, checked)
@@ -77,11 +84,11 @@ def plan_tools(
         schemas = json.dumps([[tool.name, tool.parameters] for tool in chosen])
         constraint = _enforcing(
             schemas,
-            choice.mode == "function",
+            choice.mode == "function" or not parallel,
             _terminal(open_id, markup.call_open),
             _terminal(close_id, markup.call_close),
         )
-    return ToolPlan(checked, choice, markup, definitions, open_id, close_id, constraint)
+    return ToolPlan(checked, choice, markup, definitions, open_id, close_id, constraint, parallel)
 
 
 def _terminal(token: int | None, text: str) -> str:

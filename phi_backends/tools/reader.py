@@ -18,9 +18,13 @@ class ToolCallReader:
     reach the reader as their text (:meth:`phi_backends.tools.plan.ToolPlan.token_bytes`).
     """
 
-    def __init__(self, markup: ToolMarkup) -> None:
+    def __init__(self, markup: ToolMarkup, *, max_calls: int | None = None) -> None:
         self._open = markup.call_open
         self._close = markup.call_close
+        #: with ``max_calls`` (``parallel_tool_calls=False``: 1), the calls past it are not read,
+        #: and :attr:`full` tells the call to end its turn
+        self._max_calls = max_calls
+        self._read = 0
         self._held = ""  # text that may be the start of the next marker
         self._body: str | None = None  # the block being read, None outside one
 
@@ -63,12 +67,20 @@ class ToolCallReader:
         self._held = ""
         return "".join(pieces), tuple(found)
 
+    @property
+    def full(self) -> bool:
+        """Whether the calls allowed have all been read (the turn should end)."""
+        return self._max_calls is not None and self._read >= self._max_calls
+
     def _end_block(self, body: str, close: str, content: list[str], calls: list[ToolCall]) -> None:
         parsed = parse_calls(body)
         if parsed is None:
             content.append(self._open + body + close)
-        else:
-            calls.extend(parsed)
+            return
+        if self._max_calls is not None:
+            parsed = parsed[: max(0, self._max_calls - self._read)]
+        self._read += len(parsed)
+        calls.extend(parsed)
 
 
 def _partial(text: str, marker: str) -> int:
