@@ -413,9 +413,47 @@ if {left_running != "nothing"}:
         results = run_in_threads([functools.partial(work, seed) for seed in seeds])
         assert results == [[ids, ids] for ids in expected]
 
-    def test_raw_mode_takes_a_string_only(self, phi3: Generator) -> None:
+    def test_raw_mode_takes_text_or_token_ids_not_messages(self, phi3: Generator) -> None:
         with pytest.raises(UsageError):
             phi3.generate(HAIKU, GREEDY, template=None)
+        ids = phi3.prompt_ids(HAIKU)
+        by_ids = phi3.generate(ids, GREEDY, template=None)  # fed as they are: the BOS is in them
+        assert (by_ids.text, by_ids.usage.prompt_tokens) == (SCRIPT_TEXT, len(ids))
+        assert phi3.generate(phi3.render(HAIKU), GREEDY, template=None).token_ids == by_ids.token_ids
+
+    # -- over the OpenAI HTTP API (phi-backends serve) -----------------------------------------
+
+    def test_the_openai_server_answers_as_the_library_does(self, phi3: Generator) -> None:
+        import json
+
+        import jsonschema
+
+        openai = pytest.importorskip("openai")  # and the server extra: fastapi, uvicorn
+        from ..server import create_app
+        from .server import serving
+
+        with serving(create_app({"tiny": phi3})) as url:
+            client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+            chat = client.chat.completions.create(model="tiny", messages=HAIKU, temperature=0)
+            assert (chat.choices[0].message.content, chat.choices[0].finish_reason) == (SCRIPT_TEXT, "stop")
+            stream = client.chat.completions.create(model="tiny", messages=HAIKU, temperature=0, stream=True)
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == SCRIPT_TEXT
+            ids = phi3.prompt_ids(HAIKU)
+            text = client.completions.create(model="tiny", prompt=ids, temperature=0, max_tokens=32)
+            assert text.choices[0].text == SCRIPT_TEXT and text.usage.prompt_tokens == len(ids)
+            fields = {"seed": SAMPLED.seed, "temperature": SAMPLED.temperature, "top_p": SAMPLED.top_p}
+            extra = {"repeat_penalty": SAMPLED.repeat_penalty, "repeat_last_n": SAMPLED.repeat_last_n}
+            two = client.chat.completions.create(
+                model="tiny", messages=HAIKU, n=2, max_tokens=SAMPLED.max_tokens, extra_body=extra, **fields
+            )
+            alone = [phi3.generate(HAIKU, SAMPLED.replace(seed=SAMPLED.seed + i)).text for i in range(2)]  # type: ignore[operator]
+            assert [c.message.content for c in two.choices] == alone  # choice i: seed + i, run together
+            called = client.chat.completions.create(
+                model="tiny", messages=HAIKU, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
+                seed=3, max_tokens=400,
+            )  # fmt: skip
+            (call,) = called.choices[0].message.tool_calls
+            jsonschema.validate(json.loads(call.function.arguments), TOOL_SCHEMAS[call.function.name])
 
     def test_calls_joining_and_leaving_midway_keep_their_solo_text(self, smol: Generator) -> None:
         """Continuous batching: calls start while others run and leave at different lengths;
