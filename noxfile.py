@@ -61,6 +61,7 @@ TEST_DEPS = [
     "uvicorn>=0.29",
     "openai>=1.40",
     "httpx>=0.27",
+    "pexpect>=4.8",  # phi-backends chat, driven through a pseudo-terminal
 ]
 #: Test folders that need every engine installed: run by the parity and reliability sessions only.
 CROSS_BACKEND = ("parity", "reliability")

@@ -15,6 +15,7 @@ from ..errors import PhiBackendsError, UsageError
 from ..models.catalogue import DEFAULT_MODEL
 from . import args as cli_args
 from . import bench as cli_bench
+from . import chat as cli_chat
 from . import config as cli_config
 from . import constraint as cli_constraint
 from . import models as cli_models
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_models.add_parsers(commands)  # pull, models, rm
     cli_bench.add_parser(commands)
     cli_parity.add_parity_parser(commands)
+    cli_chat.add_parser(commands)
     cli_serve.add_parser(commands)
     return parser
 
@@ -135,6 +137,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return cli_config.command(args)
     if args.command == cli_serve.COMMAND:
         return cli_serve.command(args)
+    if args.command == cli_chat.COMMAND:
+        return cli_chat.command(args)
     if args.command == "parity":
         return cli_parity.parity_command(args)
     parser.print_help()
