@@ -32,6 +32,11 @@ def runnable(version: str) -> bool:
 
 
 nox.options.default_venv_backend = "venv"
+# pip compiles every installed module to bytecode; a test run imports a fraction of them, and
+# Python compiles those on first import. Skipping it saves 10 s per session's test dependencies
+# (29 -> 19 s measured here) and more for torch in the fixtures session. (PIP_COMPILE=0 is the
+# spelling pip reads; PIP_NO_COMPILE=1 is not.)
+os.environ.setdefault("PIP_COMPILE", "0")
 # A session is on by default only where its interpreter exists (`nox -s tests-3.10` asks for one).
 nox.options.sessions = [
     "lint",
