@@ -28,6 +28,7 @@ parity`` is the command-line face of this module.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import json
 import time
@@ -374,7 +375,8 @@ def run_parity(
     config = greedy_config(max_tokens)
     continuations: dict[str, tuple[Continuation, ...]] = {}
     prompt_ids: dict[str, list[list[int]]] = {}
-    for name, gen in generators.items():
+
+    def greedy(name: str, gen: Generator) -> None:
         start = time.perf_counter()
         out = []
         for i, prompt in enumerate(fixed):
@@ -384,6 +386,13 @@ def run_parity(
         continuations[name] = tuple(out)
         timings[f"{name}.greedy"] = time.perf_counter() - start
         prompt_ids[name] = [gen.prompt_ids(prompt, template=chosen) for prompt in fixed]
+
+    # The backends run their continuations at once, each on its own Generator: an engine that
+    # leaves cores idle (MLX's Linux CPU build multiplies on one thread) lends them to the others.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(generators)) as pool:
+        for future in [pool.submit(greedy, name, gen) for name, gen in generators.items()]:
+            future.result()
+    continuations = {name: continuations[name] for name in names}  # in the backends' order
 
     import numpy as np  # here, not at the top: the CLI imports this module for its --help
 
