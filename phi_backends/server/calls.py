@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -184,32 +184,60 @@ async def open_streams(starts: Sequence[Callable[[], AsyncStream]]) -> list[Open
 
 async def merged(opened: Sequence[Opened], timeout: float | None) -> AsyncIterator[tuple[int, Chunk]]:
     """The chunks of streamed calls (one per choice) as they come, each with its choice's index.
-    An engine failure is raised (a PhiBackendsError), and so is the time limit (504). Closing this
-    generator (a client that leaves cancels it) closes every call: each sequence is freed within
-    one step."""
+    An engine failure is raised (a PhiBackendsError), and so is the time limit (504): when it
+    passes, every call is cancelled (it ends after its current token) and its end is the error.
+    Closing this generator (a client that leaves cancels it) closes every call: each sequence is
+    freed within one step."""
+    late = False
+
+    def expire() -> None:
+        nonlocal late
+        late = True
+        for stream, _ in opened:
+            stream.cancel()
+
+    handle = None if timeout is None else asyncio.get_running_loop().call_later(timeout, expire)
+    # one choice (the usual request) is read directly; several through a queue their readers fill
+    source = _one(opened[0]) if len(opened) == 1 else _many(opened)
+    try:
+        async for index, chunk in source:
+            if late and chunk.finish_reason is not None:
+                raise _late(timeout)
+            yield index, chunk
+    finally:
+        if handle is not None:
+            handle.cancel()
+        await source.aclose()
+        for stream, _ in opened:
+            await stream.aclose()
+
+
+async def _one(opened: Opened) -> AsyncGenerator[tuple[int, Chunk], None]:
+    stream, first = opened
+    yield 0, first
+    if first.finish_reason is None:
+        async for chunk in stream:
+            yield 0, chunk
+
+
+async def _many(opened: Sequence[Opened]) -> AsyncGenerator[tuple[int, Chunk], None]:
     queue: asyncio.Queue[tuple[int, Chunk | BaseException | None]] = asyncio.Queue()
 
     async def read(index: int, stream: AsyncStream, first: Chunk) -> None:
         try:
             await queue.put((index, first))
-            async for chunk in stream:
-                await queue.put((index, chunk))
+            if first.finish_reason is None:
+                async for chunk in stream:
+                    await queue.put((index, chunk))
             await queue.put((index, None))
         except Exception as exc:  # handed to the reader of the merged stream
             await queue.put((index, exc))
 
     readers = [asyncio.ensure_future(read(i, stream, first)) for i, (stream, first) in enumerate(opened)]
-    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         left = len(opened)
         while left:
-            try:
-                if deadline is None:
-                    index, item = await queue.get()
-                else:
-                    index, item = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                raise _late(timeout) from None
+            index, item = await queue.get()
             if item is None:
                 left -= 1
             elif isinstance(item, BaseException):
@@ -220,5 +248,3 @@ async def merged(opened: Sequence[Opened], timeout: float | None) -> AsyncIterat
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
-        for stream, _ in opened:
-            await stream.aclose()

@@ -154,11 +154,19 @@ async def chat_events(
         "system_fingerprint": fingerprint(gen),
     }
 
+    # Once per token: the fields every event shares are written to JSON once, here.
+    opening = "data: " + json.dumps(head, ensure_ascii=False)[:-1] + ', "choices": [{"index": '
+    closing = '}], "usage": null}\n\n' if include_usage else "}]}\n\n"
+
     def event(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
-        body = {**head, "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
-        if include_usage:
-            body["usage"] = None
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+        if len(delta) == 1 and "content" in delta:  # the usual event: one piece of text
+            written = '{"content": ' + json.dumps(delta["content"], ensure_ascii=False) + "}"
+        else:
+            written = json.dumps(delta, ensure_ascii=False)
+        rest = json.dumps(logprobs, ensure_ascii=False) if logprobs is not None else "null"
+        return (
+            f'{opening}{index}, "delta": {written}, "logprobs": {rest}, "finish_reason": {json.dumps(finish)}{closing}'
+        )
 
     try:  # closed here too: a client may leave before the first chunk is read
         calls = [0] * len(opened)
