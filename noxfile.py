@@ -63,7 +63,7 @@ TEST_DEPS = [
     # phi-backends serve, and the real clients its tests use
     "fastapi>=0.110",
     "prometheus-client>=0.20",
-    "uvicorn>=0.29",
+    "uvicorn[standard]>=0.29",  # uvloop and httptools: less CPU per streamed token
     "openai>=1.40",
     "httpx>=0.27",
     "pexpect>=4.8",  # phi-backends chat, driven through a pseudo-terminal
