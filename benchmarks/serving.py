@@ -41,20 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from batching import PROMPTS  # the same 8 prompts as that benchmark (a sibling script)
 
 import phi_backends as pb
 from phi_backends.models import resolve
-
-PROMPTS = [
-    "Write a long story about a hockey team that plays on a frozen lake every winter.",
-    "Tell me, in great detail, how bread is baked in a village bakery before dawn.",
-    "Describe a long journey by train across a snowy country, station by station.",
-    "Write a long letter from a lighthouse keeper to his sister about the storms.",
-    "Explain at length how a small town prepares for its summer music festival.",
-    "Write a long story about a girl who builds a robot from spare bicycle parts.",
-    "Describe, step by step and in detail, a day in the life of a beekeeper.",
-    "Write a long adventure story about sailors searching for a lost island.",
-]
 
 #: (seconds to the first token, seconds to the last token, the text), per client
 Answer = tuple[float, float, str]

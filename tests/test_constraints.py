@@ -11,11 +11,9 @@ import pydantic
 import pytest
 
 import phi_backends as pb
-from phi_backends.backend import ModelSource
 from phi_backends.constraints.vocabulary import Vocabulary
 from phi_backends.generator import Generator
-from phi_backends.templates import get_template
-from phi_backends.testing import HAIKU, ScriptedBackend, write_script_model
+from phi_backends.testing import HAIKU, scripted_generator, write_script_model
 from phi_backends.testing.contract import run_in_threads
 from tests.bad_inputs import expect_api_error
 
@@ -29,8 +27,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def gen(tiny: Path) -> Generator:
-    engine = ScriptedBackend().load(ModelSource(path=tiny, format="script", name=tiny.name), {"max_sequences": 4})
-    return Generator(engine, backend="scripted", model=tiny.name, template=get_template("phi3"))
+    return scripted_generator(tiny, max_sequences=4)
 
 
 @pytest.mark.parametrize(

@@ -14,12 +14,10 @@ import jsonschema
 import openai
 import pytest
 
-from phi_backends.backend import ModelSource
 from phi_backends.generator import Generator
 from phi_backends.server import create_app
 from phi_backends.server.limits import Limits
-from phi_backends.templates import get_template
-from phi_backends.testing import SCRIPT_TEXT, ScriptedBackend, write_script_model
+from phi_backends.testing import SCRIPT_TEXT, scripted_generator, write_script_model
 from phi_backends.testing.schemas import TOOL_SCHEMAS, TOOLS
 from phi_backends.testing.server import serving
 
@@ -30,8 +28,7 @@ USER = [{"role": "user", "content": "Write a haiku about ice hockey"}]
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generator]:
     tiny = write_script_model(tmp_path_factory.mktemp("server") / "tiny-phi3.json", "tiny_phi3")
-    engine = ScriptedBackend().load(ModelSource(path=tiny, format="script", name=tiny.name), {"max_sequences": 4})
-    with Generator(engine, backend="scripted", model=tiny.name, template=get_template("phi3")) as loaded:
+    with scripted_generator(tiny, max_sequences=4) as loaded:
         yield loaded
 
 

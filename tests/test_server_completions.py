@@ -9,11 +9,9 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from phi_backends.backend import ModelSource
 from phi_backends.generator import Generator
 from phi_backends.server import create_app
-from phi_backends.templates import get_template
-from phi_backends.testing import SCRIPT_TEXT, ScriptedBackend, write_script_model
+from phi_backends.testing import SCRIPT_TEXT, scripted_generator, write_script_model
 from phi_backends.testing.server import serving
 
 #: A raw prompt: the Phi-3 generation prompt the script answers, written out.
@@ -23,8 +21,7 @@ PROMPT = "<|user|>\nWrite a haiku about ice hockey<|end|>\n<|assistant|>\n"
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generator]:
     tiny = write_script_model(tmp_path_factory.mktemp("server") / "tiny-phi3.json", "tiny_phi3")
-    engine = ScriptedBackend().load(ModelSource(path=tiny, format="script", name=tiny.name), {"max_sequences": 4})
-    with Generator(engine, backend="scripted", model=tiny.name, template=get_template("phi3")) as loaded:
+    with scripted_generator(tiny, max_sequences=4) as loaded:
         yield loaded
 
 

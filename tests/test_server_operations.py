@@ -15,13 +15,11 @@ import httpx
 import openai
 import pytest
 
-from phi_backends.backend import ModelSource
 from phi_backends.errors import PhiBackendsError
 from phi_backends.generator import Generator
 from phi_backends.server import create_app
 from phi_backends.server.limits import Limits
-from phi_backends.templates import get_template
-from phi_backends.testing import SCRIPT_TEXT, ScriptedBackend, write_script_model
+from phi_backends.testing import SCRIPT_TEXT, scripted_generator, write_script_model
 from phi_backends.testing.server import serving
 
 USER = [{"role": "user", "content": "Write a haiku about ice hockey"}]
@@ -33,8 +31,7 @@ def _loader(path: Path, kind: str = "tiny_phi3", gate: threading.Event | None = 
     def load() -> Generator:
         if gate is not None:
             gate.wait(30)
-        engine = ScriptedBackend().load(ModelSource(path=path, format="script", name=path.name), {"max_sequences": 4})
-        return Generator(engine, backend="scripted", model=path.name, template=get_template("phi3"))
+        return scripted_generator(path, max_sequences=4)
 
     return load
 
@@ -104,8 +101,7 @@ def test_a_model_that_fails_to_load_is_reported_and_the_others_are_served(tiny: 
 
 def test_several_models_each_answer_under_their_name(gen: Generator, tmp_path: Path) -> None:
     smol = write_script_model(tmp_path / "smollm2.json", "smollm2")
-    engine = ScriptedBackend().load(ModelSource(path=smol, format="script", name=smol.name), {})
-    with Generator(engine, backend="scripted", model=smol.name, template=get_template("chatml")) as other:
+    with scripted_generator(smol, template="chatml") as other:
         alone = other.generate(USER, other.sampling.replace(temperature=0, max_tokens=100)).text
         with serving(create_app({"phi": gen, "smol": other})) as url:
             client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)

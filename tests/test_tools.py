@@ -14,10 +14,9 @@ import jsonschema
 import pytest
 
 import phi_backends as pb
-from phi_backends.backend import ModelSource
 from phi_backends.generator import Generator
 from phi_backends.templates import get_template, jinja_template
-from phi_backends.testing import HAIKU, SCRIPT_TEXT, ScriptedBackend, write_script_model
+from phi_backends.testing import HAIKU, SCRIPT_TEXT, scripted_generator, write_script_model
 from phi_backends.testing.schemas import TOOL_SCHEMAS, TOOLS
 from phi_backends.testing.scripted import SMOLLM2_TEMPLATE
 from phi_backends.tools import CONVENTION, PHI4_MINI, ToolCall, ToolCallReader
@@ -48,8 +47,7 @@ CONVERSATION: list[dict[str, Any]] = [
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory: pytest.TempPathFactory) -> Generator:
     tiny = write_script_model(tmp_path_factory.mktemp("tools") / "tiny-phi3.json", "tiny_phi3")
-    engine = ScriptedBackend().load(ModelSource(path=tiny, format="script", name=tiny.name), {"max_sequences": 4})
-    return Generator(engine, backend="scripted", model=tiny.name, template=get_template("phi3"))
+    return scripted_generator(tiny, max_sequences=4)
 
 
 # -- what the prompt shows ---------------------------------------------------------------------

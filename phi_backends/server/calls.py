@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ __all__ = [
     "merged",
     "open_streams",
     "refuse",
+    "response_head",
     "run_all",
     "sampling_configs",
     "usage",
@@ -116,6 +118,18 @@ def sampling_configs(
 
 def fingerprint(gen: Generator) -> str:
     return f"phi-backends:{gen.backend}:{gen.model}"
+
+
+def response_head(kind: str, id_prefix: str, gen: Generator, model: str) -> dict[str, Any]:
+    """The fields a response, and every event of a stream, begins with: a new id, its object
+    ``kind``, the time, the model's served name and the fingerprint."""
+    return {
+        "id": id_prefix + uuid.uuid4().hex,
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": fingerprint(gen),
+    }
 
 
 def usage(outs: Sequence[Completion], n: int) -> dict[str, Any]:

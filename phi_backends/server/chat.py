@@ -8,8 +8,6 @@ The fields both routes share, and what happens to one we cannot honour, are in :
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -20,7 +18,7 @@ from ..errors import PhiBackendsError
 from ..generator import Completion, Generator
 from ..logits import TokenLogprob
 from ..tools import ToolCall
-from .calls import Opened, SamplingFields, fingerprint, merged, refuse, sampling_configs, usage
+from .calls import Opened, SamplingFields, merged, refuse, response_head, sampling_configs, usage
 from .errors import APIError, error_body, status_of
 from .limits import Limits
 
@@ -131,11 +129,7 @@ def _choice(index: int, out: Completion, gen: Generator) -> dict[str, Any]:
 def chat_response(outs: Sequence[Completion], gen: Generator, model: str) -> dict[str, Any]:
     """The ``chat.completion`` object for the finished calls, one choice each."""
     return {
-        "id": "chatcmpl-" + uuid.uuid4().hex,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": fingerprint(gen),
+        **response_head("chat.completion", "chatcmpl-", gen, model),
         "choices": [_choice(i, out, gen) for i, out in enumerate(outs)],
         "usage": usage(outs, len(outs)),
     }
@@ -146,13 +140,7 @@ async def chat_events(
 ) -> AsyncIterator[str]:
     """The server-sent events of streamed calls (one per choice), as their chunks come. An engine
     failure or the time limit mid-stream is one error event, then the end."""
-    head = {
-        "id": "chatcmpl-" + uuid.uuid4().hex,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": fingerprint(gen),
-    }
+    head = response_head("chat.completion.chunk", "chatcmpl-", gen, model)
 
     # Once per token: the fields every event shares are written to JSON once, here.
     opening = "data: " + json.dumps(head, ensure_ascii=False)[:-1] + ', "choices": [{"index": '

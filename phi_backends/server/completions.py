@@ -7,8 +7,6 @@ choice ``i``). ``max_tokens`` left out is 16, OpenAI's default for this route.
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -17,7 +15,7 @@ from pydantic import Field
 from ..errors import PhiBackendsError
 from ..generator import Completion, Generator
 from ..logits import TokenLogprob
-from .calls import Opened, SamplingFields, fingerprint, merged, refuse, sampling_configs, usage
+from .calls import Opened, SamplingFields, merged, refuse, response_head, sampling_configs, usage
 from .chat import error_event
 from .errors import APIError
 from .limits import Limits
@@ -111,11 +109,7 @@ def completion_response(
             {"index": index, "text": echoed + out.text, "logprobs": logprobs, "finish_reason": out.finish_reason}
         )
     return {
-        "id": "cmpl-" + uuid.uuid4().hex,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": fingerprint(gen),
+        **response_head("text_completion", "cmpl-", gen, model),
         "choices": choices,
         "usage": usage(outs, request.n or 1),
     }
@@ -132,13 +126,7 @@ async def completion_events(
 ) -> AsyncIterator[str]:
     """The server-sent events of streamed completions (one call per choice), as their chunks come;
     with ``echo``, each choice's first event is its prompt."""
-    head = {
-        "id": "cmpl-" + uuid.uuid4().hex,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": fingerprint(gen),
-    }
+    head = response_head("text_completion", "cmpl-", gen, model)
     include_usage = request.stream_options is not None and request.stream_options.include_usage
 
     def event(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> str:

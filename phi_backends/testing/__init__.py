@@ -16,7 +16,14 @@ Only this package imports pytest; the user API never imports it.
 from .contract import GREEDY, HAIKU, PHI3_SPECIALS, SAMPLED, SCRIPT_TEXT, BackendContract, ContractModels
 from .engines import SequenceRun, drive_sequence, drive_sequences, run_sequence, sequence_request
 from .sampling import SAMPLING_CONFIGS, LogitsCase, SamplingContract, sampling_cases
-from .scripted import SCRIPT_FORMAT, ScriptedBackend, ScriptedEngine, ScriptedPlugin, write_script_model
+from .scripted import (
+    SCRIPT_FORMAT,
+    ScriptedBackend,
+    ScriptedEngine,
+    ScriptedPlugin,
+    scripted_generator,
+    write_script_model,
+)
 
 __all__ = [
     "GREEDY",
@@ -38,6 +45,7 @@ __all__ = [
     "drive_sequences",
     "run_sequence",
     "sampling_cases",
+    "scripted_generator",
     "sequence_request",
     "write_script_model",
 ]

@@ -52,6 +52,7 @@ from ..sampling import ReferenceSampler, SamplingConfig
 from .contract import SCRIPT_TEXT
 
 if TYPE_CHECKING:
+    from ..generator import Generator
     from ..selection.platform import Platform
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "ScriptedEngine",
     "ScriptedPlugin",
     "sampling_probabilities",
+    "scripted_generator",
     "write_script_model",
 ]
 
@@ -459,3 +461,15 @@ class ScriptedEngine:
         if self._floor is None:
             raise GenerationError("this script model was closed; load it again")
         return self._floor
+
+
+def scripted_generator(path: Path | str, *, template: str = "phi3", **options: Any) -> Generator:
+    """A Generator on the script model at ``path`` (written by :func:`write_script_model`) with the
+    built-in chat ``template``, as tests of the core use one: no plugin registration needed.
+    ``options`` are the scripted engine's (``max_sequences``, ``delay``, ...)."""
+    from ..generator import Generator
+    from ..templates import get_template
+
+    path = Path(path)
+    engine = ScriptedBackend().load(ModelSource(path=path, format="script", name=path.name), options)
+    return Generator(engine, backend="scripted", model=path.name, template=get_template(template))
