@@ -5,6 +5,7 @@ and CORS. The scripted tiny Phi-3 stands in for an engine."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -234,3 +235,22 @@ def test_cors_is_off_unless_origins_are_given(gen: Generator) -> None:
         assert reply.status_code == 200 and reply.headers["access-control-allow-origin"] == "http://localhost:3000"
         reply = httpx.get(url + "/v1/models", headers={"Origin": "http://evil.example", "Authorization": "Bearer sk-x"})
         assert reply.status_code == 200 and "access-control-allow-origin" not in reply.headers
+
+
+def test_bad_requests_are_answered_while_a_stream_goes_on_untouched(gen: Generator) -> None:
+    """A malformed body, a huge body and a wrong key each get their status while another client's
+    stream is being served, and that stream ends with exactly the text it gets alone."""
+    config = gen.sampling.replace(seed=9, max_tokens=600)
+    alone = gen.generate(USER, config).text
+    with serving(create_app({"tiny": gen}, api_keys=["sk-x"], limits=Limits(max_body_bytes=4096))) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="sk-x", max_retries=0)
+        stream = client.chat.completions.create(model="tiny", messages=USER, seed=9, max_tokens=600, stream=True)  # type: ignore[arg-type]
+        pieces = [c.choices[0].delta.content or "" for c in itertools.islice(stream, 5) if c.choices]
+        headers = {"Authorization": "Bearer sk-x", "Content-Type": "application/json"}
+        answers = [
+            httpx.post(url + "/v1/chat/completions", content=b"{not json", headers=headers).status_code,
+            httpx.post(url + "/v1/chat/completions", content=b"x" * 5000, headers=headers).status_code,
+            httpx.get(url + "/v1/models", headers={"Authorization": "Bearer sk-wrong"}).status_code,
+        ]
+        pieces += [c.choices[0].delta.content or "" for c in stream if c.choices]
+        assert answers == [400, 413, 401] and "".join(pieces) == alone
