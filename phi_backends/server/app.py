@@ -160,7 +160,12 @@ def create_app(
             if events is not None:
                 opened = await open_streams([functools.partial(gen.astream, **arguments) for arguments in calls])
                 streaming = True
-                return StreamingResponse(_finally(events(opened), lambda: done(opened)), media_type="text/event-stream")
+                body = _finally(events(opened), lambda: done(opened))
+                # started here: a generator never started never runs its finally, so a client that
+                # left before the response began would keep its place and its calls; a started one
+                # is closed when dropped
+                first = await body.__anext__()
+                return StreamingResponse(_prepend(first, body), media_type="text/event-stream")
             outs = await run_all(
                 [gen.agenerate(**arguments) for arguments in calls], request.is_disconnected, limits.request_timeout_s
             )
@@ -181,7 +186,7 @@ def create_app(
         include = body.stream_options is not None and body.stream_options.include_usage
         timeout = limits.request_timeout_s
         return await answer(
-            request, model, gen, calls, 1,
+            request, model, gen, calls, len(calls),  # the choices share one prompt
             lambda outs: chat_response(outs, gen, body.model),
             (lambda opened: chat_events(gen, opened, body.model, include_usage=include, timeout=timeout))
             if body.stream else None,
@@ -210,6 +215,12 @@ async def _finally(events: AsyncIterator[str], then: Callable[[], None]) -> Asyn
             yield event
     finally:
         then()
+
+
+async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    yield first
+    async for event in rest:
+        yield event
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
